@@ -1,0 +1,12 @@
+# Sourced by the other scripts: make .venv with Python >= 3.11 and install the
+# project into it with the given extras. torch==2.13.* comes from the wheel that
+# this kind of machine keeps on disk, so no multi-GB download happens.
+install_project() {
+    local extras=$1
+    if [ ! -x .venv/bin/python ]; then
+        python3 -c 'import sys; assert sys.version_info >= (3, 11), "need Python >= 3.11"'
+        python3 -m venv .venv
+    fi
+    echo "== installing .[$extras] into .venv"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[$extras]" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}

@@ -1,0 +1,90 @@
+"""Ranks and metrics against hand-computed values; the evaluate() contract."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from model_store.vocab import PAD, IntArray
+from training.evaluate import evaluate, positive_ranks, ranking_metrics
+from training.protocols import build_eval_set
+from training.split import Split
+
+
+def test_rank_counts_ties_against_the_positive_and_skips_padding() -> None:
+    candidates = np.array([[5, 6, 7, 8], [5, 6, PAD, PAD], [5, 6, 7, 8]])
+    scores = np.array([[0.5, 0.9, 0.5, 0.1], [0.5, 0.4, 9.0, 9.0], [1.0, 1.0, 1.0, 1.0]])
+    assert positive_ranks(scores, candidates).tolist() == [3, 1, 4]
+
+
+def test_metrics_by_hand() -> None:
+    m = ranking_metrics(np.array([1, 3, 11]), ks=(5, 10))
+    assert m["recall@5"] == pytest.approx(2 / 3)
+    assert m["recall@10"] == pytest.approx(2 / 3)
+    # NDCG of rank r is 1 / log2(r + 1): rank 1 -> 1, rank 3 -> 1/2, rank 11 -> 0 at K=10.
+    assert m["ndcg@5"] == pytest.approx((1 + 0.5) / 3)
+    assert m["ndcg@10"] == pytest.approx((1 + 0.5) / 3)
+    assert m["mrr"] == pytest.approx((1 + 1 / 3 + 1 / 11) / 3)
+    m = ranking_metrics(np.array([2, 7]), ks=(5,))
+    assert m["ndcg@5"] == pytest.approx((1 / math.log2(3)) / 2)
+    assert set(m) == {"ndcg@5", "recall@5", "mrr"}
+
+
+class Oracle:
+    """Knows the answer: scores column 0 highest."""
+
+    name = "oracle"
+
+    def score(self, markets: IntArray, histories: IntArray, candidates: IntArray) -> np.ndarray:
+        scores = np.zeros(candidates.shape)
+        scores[:, 0] = 1.0
+        return scores
+
+
+class Constant:
+    """Scores everything alike, so every tie goes against the positive."""
+
+    name = "constant"
+
+    def score(self, markets: IntArray, histories: IntArray, candidates: IntArray) -> np.ndarray:
+        return np.ones(candidates.shape)
+
+
+def test_evaluate_perfect_and_worst_models(synth_split: Split) -> None:
+    es = build_eval_set(synth_split, "market", "test", seed=0)
+    best = evaluate(Oracle(), es)
+    assert best.mean["ndcg@10"] == 1.0 and best.mean["mrr"] == 1.0
+    worst = evaluate(Constant(), es)
+    assert worst.mean["recall@10"] == 0.0
+    assert worst.mean["mrr"] == pytest.approx(1 / 100, rel=0.02)  # ranked last of ~100
+
+
+def test_result_json_schema(synth_split: Split) -> None:
+    es = build_eval_set(synth_split, "paper", "valid", seed=0)
+    payload = evaluate(Oracle(), es).to_json()
+    assert {"model", "protocol", "split", "seed", "markets", "mean"} <= set(payload)
+    assert (payload["model"], payload["protocol"], payload["split"]) == ("oracle", "paper", "valid")
+    assert set(payload["markets"]) == set(synth_split.data.markets)
+    for metrics in [*payload["markets"].values(), payload["mean"]]:
+        assert set(metrics) == {"ndcg@10", "recall@10", "ndcg@5", "recall@5", "mrr", "users"}
+        assert isinstance(metrics["users"], int)
+    assert payload["mean"]["users"] == len(es)
+
+
+def test_evaluate_rejects_bad_scores(synth_split: Split) -> None:
+    es = build_eval_set(synth_split, "market", "test", seed=0)
+
+    class Broken(Constant):
+        def score(self, markets: IntArray, histories: IntArray, candidates: IntArray) -> np.ndarray:
+            return np.full(candidates.shape, np.nan)
+
+    class Misshapen(Constant):
+        def score(self, markets: IntArray, histories: IntArray, candidates: IntArray) -> np.ndarray:
+            return np.ones((len(candidates), 3))
+
+    with pytest.raises(ValueError, match="non-finite"):
+        evaluate(Broken(), es)
+    with pytest.raises(ValueError, match="shape"):
+        evaluate(Misshapen(), es)

@@ -1,0 +1,138 @@
+"""One ``evaluate`` for every model: rank each held-out item among its candidates.
+
+A model is anything with a ``name`` and a ``score`` method in the shapes of the
+scoring contract (docs in the architecture note): popularity, EASE^R, a torch
+model, or an exported ONNX graph all go through this same function.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from model_store.vocab import PAD, IntArray
+from training.protocols import EvalSet
+
+log = logging.getLogger(__name__)
+
+DEFAULT_KS = (5, 10)
+Metrics = dict[str, float]
+
+
+class Scorer(Protocol):
+    """Scores candidates for users: higher = more likely to be bought."""
+
+    name: str
+
+    def score(
+        self, markets: IntArray, histories: IntArray, candidates: IntArray
+    ) -> NDArray[np.floating[Any]]:
+        """markets (B,), histories (B, N), candidates (B, C) -> scores (B, C).
+
+        Histories are oldest first and PAD-padded; scores at PAD candidates are ignored.
+        """
+        ...
+
+
+def positive_ranks(scores: NDArray[np.floating[Any]], candidates: IntArray) -> IntArray:
+    """1-based rank of column 0 among the non-PAD candidates; a tie counts against it."""
+    rivals = candidates != PAD
+    rivals[:, 0] = False
+    beaten_by = ((scores >= scores[:, :1]) & rivals).sum(axis=1)
+    return np.asarray(beaten_by + 1, dtype=np.int64)
+
+
+def ranking_metrics(ranks: IntArray, ks: Sequence[int] = DEFAULT_KS) -> Metrics:
+    """Recall@K (= HR@K, one positive), NDCG@K and MRR, averaged over users."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    out: Metrics = {}
+    for k in ks:
+        hit = ranks <= k
+        out[f"ndcg@{k}"] = float(np.mean(np.where(hit, 1.0 / np.log2(ranks + 1.0), 0.0)))
+        out[f"recall@{k}"] = float(np.mean(hit))
+    out["mrr"] = float(np.mean(1.0 / ranks))
+    return out
+
+
+@dataclass(frozen=True)
+class Result:
+    """Per-market metrics of one model under one protocol and split."""
+
+    model: str
+    protocol: str
+    split: str
+    seed: int
+    markets: dict[str, Metrics]  # each with "users" as well
+    params: dict[str, Any] = field(default_factory=dict)  # e.g. a baseline's chosen lambda
+
+    @property
+    def mean(self) -> Metrics:
+        """Unweighted mean over markets (each market counts once), users summed."""
+        names = [k for k in next(iter(self.markets.values())) if k != "users"]
+        mean = {k: float(np.mean([m[k] for m in self.markets.values()])) for k in names}
+        mean["users"] = float(sum(m["users"] for m in self.markets.values()))
+        return mean
+
+    def to_json(self) -> dict[str, Any]:
+        def clean(m: Metrics) -> dict[str, float | int]:
+            return {k: int(v) if k == "users" else round(v, 6) for k, v in m.items()}
+
+        return {
+            "model": self.model,
+            "protocol": self.protocol,
+            "split": self.split,
+            "seed": self.seed,
+            "markets": {code: clean(m) for code, m in self.markets.items()},
+            "mean": clean(self.mean),
+            "params": self.params,
+        }
+
+
+def evaluate(
+    model: Scorer,
+    eval_set: EvalSet,
+    ks: Sequence[int] = DEFAULT_KS,
+    batch_size: int = 512,
+    markets: Sequence[int] | None = None,
+) -> Result:
+    """Score every user's candidates in market-pure batches and rank the positives.
+
+    ``markets`` (indices) limits the evaluation to those markets; default all.
+    """
+    ranks = np.zeros(len(eval_set), np.int64)
+    wanted = range(len(eval_set.markets)) if markets is None else markets
+    for batch in eval_set.batches(batch_size, markets=wanted):
+        scores = np.asarray(model.score(batch.markets, batch.histories, batch.candidates))
+        if scores.shape != batch.candidates.shape:
+            raise ValueError(
+                f"{model.name} returned scores of shape {scores.shape} "
+                f"for candidates of shape {batch.candidates.shape}"
+            )
+        valid = batch.candidates != PAD
+        if not np.isfinite(scores[valid]).all():
+            raise ValueError(f"{model.name} returned non-finite scores")
+        ranks[batch.rows] = positive_ranks(scores, batch.candidates)
+    per_market: dict[str, Metrics] = {}
+    for m in wanted:
+        rows = eval_set.market_rows(m)
+        if rows.stop > rows.start:
+            per_market[eval_set.markets[m]] = {
+                **ranking_metrics(ranks[rows], ks),
+                "users": rows.stop - rows.start,
+            }
+    if not per_market:
+        raise ValueError("nothing to evaluate: no user has a held-out item")
+    result = Result(model.name, eval_set.protocol, eval_set.split_name, eval_set.seed, per_market)
+    log.debug(
+        "%s, %s protocol, %s: mean NDCG@10 %.4f",
+        model.name,
+        eval_set.protocol,
+        eval_set.split_name,
+        result.mean.get("ndcg@10", float("nan")),
+    )
+    return result

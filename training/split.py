@@ -1,0 +1,101 @@
+"""Leave-one-out splits per (market, user): the held-out items every model is judged on.
+
+Each user with at least three interactions gives one test item and one validation
+item; everything else is training. Users with fewer stay in training only, so the
+models still learn from them. Two schemes:
+
+- ``random``: the paper's; the two held-out items are drawn at random (seeded).
+- ``temporal``: the latest interaction is the test item, the one before it the
+  validation item (ties in time broken by file order).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from model_store.vocab import PAD, IntArray
+from training.data import Interactions
+
+Scheme = Literal["random", "temporal"]
+SplitName = Literal["valid", "test"]
+MIN_INTERACTIONS = 3
+
+
+@dataclass(frozen=True)
+class Split:
+    """Training rows in CSR form per user, plus each user's held-out items.
+
+    ``train_items[train_ptr[u]:train_ptr[u + 1]]`` is user u's training history,
+    oldest first (file order when the data has no dates).
+    """
+
+    data: Interactions
+    scheme: Scheme
+    seed: int
+    train_ptr: IntArray  # (U + 1,)
+    train_items: IntArray  # (R_train,)
+    valid: IntArray  # (U,) validation item per user, PAD if none
+    test: IntArray  # (U,) test item per user, PAD if none
+
+    def history(self, user: int) -> IntArray:
+        return self.train_items[self.train_ptr[user] : self.train_ptr[user + 1]]
+
+    def train_users(self) -> IntArray:
+        """(R_train,) user index of every training row, aligned with ``train_items``."""
+        return np.repeat(np.arange(self.data.n_users), np.diff(self.train_ptr))
+
+    def held_out(self, split: SplitName) -> IntArray:
+        return self.valid if split == "valid" else self.test
+
+    def eval_history(self, user: int, split: SplitName) -> IntArray:
+        """What a model may see when predicting the user's ``split`` item.
+
+        At test time the validation item has happened, so it joins the history
+        (as the newest item); at validation time only training items are known.
+        """
+        history = self.history(user)
+        if split == "test" and self.valid[user] != PAD:
+            return np.append(history, self.valid[user])
+        return history
+
+
+def make_split(data: Interactions, scheme: Scheme = "random", seed: int = 0) -> Split:
+    """Split every user's rows; the same data, scheme and seed give the same split."""
+    n_rows = len(data.user)
+    if scheme == "random":
+        key = np.random.default_rng(seed).random(n_rows)
+    elif scheme == "temporal":
+        if not data.has_time:
+            raise ValueError("a temporal split needs timestamps, and this data has none")
+        key = np.arange(n_rows, dtype=np.float64)  # rows are sorted by (user, time, file order)
+    else:
+        raise ValueError(f"unknown split scheme {scheme!r}; choose random or temporal")
+    order = np.lexsort((key, data.user))  # per user, by key: the last row is the test item
+    counts = np.bincount(data.user, minlength=data.n_users)
+    ends = np.cumsum(counts)  # one past each user's last row in `order`
+    eligible = counts >= MIN_INTERACTIONS
+    test_rows = order[ends[eligible] - 1]
+    valid_rows = order[ends[eligible] - 2]
+    test = np.full(data.n_users, PAD, np.int64)
+    valid = np.full(data.n_users, PAD, np.int64)
+    test[data.user[test_rows]] = data.item[test_rows]
+    valid[data.user[valid_rows]] = data.item[valid_rows]
+    in_train = np.ones(n_rows, dtype=bool)
+    in_train[test_rows] = False
+    in_train[valid_rows] = False
+    # data rows are already sorted by (user, time), so the mask keeps histories in order.
+    train_users = data.user[in_train]
+    train_ptr = np.zeros(data.n_users + 1, np.int64)
+    train_ptr[1:] = np.cumsum(np.bincount(train_users, minlength=data.n_users))
+    return Split(
+        data=data,
+        scheme=scheme,
+        seed=seed,
+        train_ptr=train_ptr,
+        train_items=data.item[in_train],
+        valid=valid,
+        test=test,
+    )
