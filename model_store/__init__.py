@@ -1,0 +1,1 @@
+"""The contract between training and serving: model versions on disk, and the shared vocabulary."""

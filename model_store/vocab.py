@@ -91,3 +91,15 @@ def pad_histories(
     for row, h in enumerate(kept):
         out[row, : len(h)] = h
     return out
+
+
+def recent_histories(histories: IntArray, max_len: int) -> IntArray:
+    """Right-padded (B, N) histories, oldest first -> (B, min(N, max_len)) keeping each
+    row's most recent ``max_len`` real items, still oldest first and right-padded."""
+    if histories.shape[1] <= max_len:
+        return histories
+    lengths = (histories != PAD).sum(axis=1)
+    start = np.maximum(lengths - max_len, 0)[:, None]  # (B, 1)
+    cols = start + np.arange(max_len)[None, :]  # (B, max_len)
+    kept = np.take_along_axis(histories, np.minimum(cols, histories.shape[1] - 1), axis=1)
+    return np.where(cols < lengths[:, None], kept, PAD)

@@ -1,0 +1,1 @@
+"""The online, torch-free ranking service (FastAPI, Redis, onnxruntime)."""

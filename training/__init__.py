@@ -1,0 +1,1 @@
+"""Offline: data, splits, evaluation, baselines, and the Bert4CMR model (needs the train extra)."""

@@ -30,7 +30,7 @@ from training.split import Split, SplitName
 
 log = logging.getLogger(__name__)
 
-LAMBDA_GRID = (10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0)
+LAMBDA_GRID = (2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0)
 BASELINES = ("popularity", "global-popularity", "ease", "ease-per-market")
 FloatArray = NDArray[np.float32]
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -24,6 +24,7 @@ data_app = typer.Typer(help="Inspect, fetch or generate interaction data.", no_a
 app.add_typer(data_app, name="data")
 
 
+# Choices of repeatable options; tests check them against BASELINES and PROTOCOLS.
 class Model(StrEnum):
     popularity = "popularity"
     global_popularity = "global-popularity"
@@ -35,21 +36,6 @@ class ProtocolName(StrEnum):
     paper = "paper"
     market = "market"
     full = "full"
-
-
-class SplitChoice(StrEnum):
-    test = "test"
-    valid = "valid"
-
-
-class SchemeChoice(StrEnum):
-    random = "random"
-    temporal = "temporal"
-
-
-class DuplicatesChoice(StrEnum):
-    first = "first"
-    last = "last"
 
 
 DataDir = Annotated[
@@ -169,21 +155,25 @@ def evaluate_command(
             "full: the whole market catalogue. Repeat for several. [default: market]"
         ),
     ] = None,
-    split: Annotated[SplitChoice, typer.Option(help="Held-out item to rank.")] = SplitChoice.test,
+    split: Annotated[
+        Literal["test", "valid"], typer.Option(help="Held-out item to rank.")
+    ] = "test",
     split_scheme: Annotated[
-        SchemeChoice, typer.Option(help="Leave-one-out: random (the paper's) or temporal.")
-    ] = SchemeChoice.random,
+        Literal["random", "temporal"],
+        typer.Option(help="Leave-one-out: random (the paper's) or temporal."),
+    ] = "random",
     seed: Annotated[int, typer.Option(help="Seed of the split and the negatives.")] = 0,
     lambdas: Annotated[
         str | None,
         typer.Option(
             help="EASE^R lambdas to choose from on validation, comma-separated. "
-            "[default: 10,25,50,...,3200]"
+            "[default: 2,5,10,25,...,3200]"
         ),
     ] = None,
     duplicates: Annotated[
-        DuplicatesChoice, typer.Option(help="Which row of a repeated (user, item) pair to keep.")
-    ] = DuplicatesChoice.first,
+        Literal["first", "last"],
+        typer.Option(help="Which row of a repeated (user, item) pair to keep."),
+    ] = "first",
     k_core: Annotated[
         int | None, typer.Option(min=1, help="Drop users and items with fewer rows, per market.")
     ] = None,
@@ -203,13 +193,13 @@ def evaluate_command(
 
     with user_errors():
         grid = tuple(float(x) for x in lambdas.split(",")) if lambdas else LAMBDA_GRID
-        interactions = load_interactions(data, duplicates=duplicates.value, k_core=k_core)
-        data_split = make_split(interactions, split_scheme.value, seed)
+        interactions = load_interactions(data, duplicates=duplicates, k_core=k_core)
+        data_split = make_split(interactions, split_scheme, seed)
         results = evaluate_baselines(
             data_split,
             [m.value for m in model or [Model.popularity]],
             [p.value for p in protocol or [ProtocolName.market]],
-            split_name=split.value,
+            split_name=split,
             seed=seed,
             grid=grid,
         )

@@ -1,16 +1,16 @@
 """Evaluation protocols: which candidates each held-out item is ranked among.
 
 - ``paper``: the positive plus 99 negatives drawn from the global item pool (every
-  market's items) minus what the user already has; the Bert4CMR paper's protocol.
+  market's items); the Bert4CMR paper's protocol.
 - ``market``: the same, but negatives come from the items sold in the user's market.
-- ``full``: the whole market catalogue minus what the user already has.
+- ``full``: the whole market catalogue.
 
-A candidate is never an item the user interacted with: neither its history
-nor its other held-out item (ranking the validation item, the test item is
-hidden too). Negatives depend only on (seed, protocol, split, market, user order), so every
-model is ranked against identical candidates. In a candidate row, column 0 is the
-positive and PAD marks an empty slot (a pool too small for all negatives, or an
-item the user already has, under ``full``).
+No candidate but the positive is an item the user interacted with: not its
+history, nor its other held-out item (ranking the validation item hides the test
+item too, as a known future purchase). Negatives depend only on (seed, protocol,
+split, market, user order), so every model ranks identical candidates. In a
+candidate row, column 0 is the positive and PAD marks an empty slot (a pool too
+small for all negatives, or, under ``full``, an item the user has).
 """
 
 from __future__ import annotations

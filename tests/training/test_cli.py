@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from training.cli import app
+from training.baselines import BASELINES
+from training.cli import Model, ProtocolName, app
+from training.protocols import PROTOCOLS
 
 runner = CliRunner()
 
@@ -116,3 +118,8 @@ def test_unknown_choice_is_refused() -> None:
     result = runner.invoke(app, ["evaluate", "--data", ".", "--protocol", "easy"])
     assert result.exit_code == 2
     assert "easy" in result.output
+
+
+def test_choices_match_the_library() -> None:
+    assert tuple(m.value for m in Model) == BASELINES
+    assert tuple(p.value for p in ProtocolName) == PROTOCOLS

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_store.vocab import PAD, Vocabulary, pad_histories
+from model_store.vocab import PAD, Vocabulary, pad_histories, recent_histories
 from training.data import (
     NO_TIME,
     DataFormatError,
@@ -193,3 +193,9 @@ def test_real_data_stats_match_the_data_readme(xmarket_dir: Path) -> None:
     }
     stats = {s.market: (s.rows, s.users, s.items) for s in log_stats(read_logs(xmarket_dir))}
     assert stats == expected
+
+
+def test_recent_histories_keep_the_newest_items() -> None:
+    histories = np.array([[1, 2, 3, 4, 5], [6, 7, PAD, PAD, PAD], [PAD] * 5])
+    assert recent_histories(histories, 3).tolist() == [[3, 4, 5], [6, 7, PAD], [PAD] * 3]
+    assert recent_histories(histories, 5) is histories
