@@ -208,3 +208,32 @@ def evaluate_command(
         write_json(results, json_path)
     if markdown:
         markdown.write_text(report(results, markdown=True))
+
+
+@app.command("train")
+def train_command(
+    data: DataDir,
+    out: Annotated[Path, typer.Option(help="Run folder; an interrupted run there resumes.")],
+    config: Annotated[
+        Path | None,
+        typer.Option(help='JSON file: {"model": {...}, "train": {...}} settings.'),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override one setting, e.g. --set d_model=64 --set train.lr=5e-4. Repeatable.",
+        ),
+    ] = None,
+) -> None:
+    """Pre-train Bert4CMR on all markets, fine-tune a copy per market, evaluate on test.
+
+    Writes checkpoints, metrics per protocol, curves.png and train.log into OUT.
+    """
+    from training.report import report
+    from training.train import parse_settings, train
+
+    with user_errors():
+        model_settings, cfg = parse_settings(config, set_ or [])
+        results = train(data, out, model_settings, cfg)
+    print(report([r for r in results if r.split == "test"]))

@@ -1,0 +1,138 @@
+"""The training loop: settings, the loss, resuming, and `cmr train` end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from training import train as train_module
+from training.baselines import Popularity
+from training.cli import app
+from training.evaluate import evaluate
+from training.examples import NegativeSampler, build_examples
+from training.model import Bert4CMR, Bert4CMRConfig
+from training.protocols import build_eval_set
+from training.split import Split
+from training.train import TrainConfig, bce_loss, parse_settings, run_stage
+
+# Small enough for CI, big enough to learn the synthetic markets' structure.
+TINY = [
+    "d_model=32",
+    "n_layers=1",
+    "n_heads=2",
+    "dropout=0.1",
+    "lr=0.005",
+    "finetune_lr=0.001",
+    "max_epochs=10",
+    "finetune_max_epochs=2",
+    "batch_size=128",
+    'eval_protocols=["market"]',
+]
+
+
+def test_settings_from_file_and_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"model": {"d_model": 64}, "train": {"lr": 0.01}}))
+    model, cfg = parse_settings(path, ["n_layers=2", "train.lr=0.002", "negative_pool=global"])
+    assert model == {"d_model": 64, "n_layers": 2}
+    assert cfg.lr == 0.002 and cfg.negative_pool == "global"
+    with pytest.raises(ValueError, match="unknown setting 'widht'"):
+        parse_settings(None, ["widht=3"])
+    with pytest.raises(ValueError, match="expected key=value"):
+        parse_settings(None, ["lr"])
+
+
+def test_loss_ignores_padded_negatives() -> None:
+    logits = torch.tensor([[2.0, -1.0, 5.0], [0.5, 0.0, 0.0]])
+    candidates = torch.tensor([[3, 4, 0], [3, 4, 5]])
+    expected = torch.stack(
+        [
+            torch.nn.functional.softplus(-logits[0, 0]),
+            torch.nn.functional.softplus(logits[0, 1]),
+            torch.nn.functional.softplus(-logits[1, 0]),
+            torch.nn.functional.softplus(logits[1, 1]),
+            torch.nn.functional.softplus(logits[1, 2]),
+        ]
+    ).mean()
+    torch.testing.assert_close(bce_loss(logits, candidates), expected)
+
+
+def test_an_interrupted_stage_resumes(
+    synth_split: Split, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = TrainConfig(batch_size=256, patience=10)
+    model_cfg = Bert4CMRConfig(
+        n_items=synth_split.data.items.size,
+        n_markets=3,
+        d_model=16,
+        n_layers=1,
+        n_heads=2,
+        history_sees_candidate=False,
+    )
+    examples = build_examples(synth_split, markets=[2])
+    sampler = NegativeSampler(synth_split)
+    valid = build_eval_set(synth_split, "market", "valid")
+    calls = 0
+    real_evaluate = train_module.evaluate
+
+    def interrupt_second_epoch(*args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(train_module, "evaluate", interrupt_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage("t", Bert4CMR(model_cfg), examples, sampler, valid, [2], 1e-3, 3, cfg, tmp_path)
+    assert json.loads((tmp_path / "stage.json").read_text())["epoch"] == 1
+    monkeypatch.setattr(train_module, "evaluate", real_evaluate)
+    state = run_stage(
+        "t", Bert4CMR(model_cfg), examples, sampler, valid, [2], 1e-3, 3, cfg, tmp_path
+    )
+    assert [p["epoch"] for p in state.curve] == [1, 2, 3] and state.done
+    assert (tmp_path / "best.safetensors").exists() and not (tmp_path / "resume.pt").exists()
+
+
+def test_cmr_train_learns_the_planted_structure(
+    synth_dir: Path, synth_split: Split, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    args = ["train", "--data", str(synth_dir), "--out", str(run)]
+    for setting in TINY:
+        args += ["--set", setting]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    for path in [
+        "config.json",
+        "items.json",
+        "train.log",
+        "curves.png",
+        "summary.json",
+        "pretrained/best.safetensors",
+        "markets/aa/best.safetensors",
+        "metrics/market-test.json",
+        "metrics/market-valid.json",
+    ]:
+        assert (run / path).is_file(), path
+    bert = json.loads((run / "metrics/market-test.json").read_text())
+    popularity = evaluate(
+        Popularity.fit(synth_split), build_eval_set(synth_split, "market", "test")
+    )
+    # The structure is learnable: well above market popularity on identical candidates.
+    assert bert["mean"]["ndcg@10"] > popularity.mean["ndcg@10"] + 0.05, (
+        bert["mean"],
+        popularity.mean,
+    )
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary) == {"pretrain", "aa", "bb", "cc"}
+    # A finished run resumes to the same result without training again.
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert json.loads((run / "metrics/market-test.json").read_text())["mean"] == bert["mean"]
+    assert np.isfinite(bert["mean"]["mrr"])

@@ -1,0 +1,413 @@
+"""Pre-train Bert4CMR on every market, then fine-tune one copy per market.
+
+One loop (``run_stage``) serves both stages: fine-tuning is pre-training with
+other examples, another learning rate and a starting checkpoint. A stage stops
+early when the validation metric of its markets has not improved for
+``patience`` epochs, keeps its best weights, and can be resumed after an
+interrupt from the state it saves after every epoch.
+
+A run folder holds:
+    config.json                 model and training settings, data path, markets
+    items.json                  the item vocabulary
+    train.log                   the log
+    pretrained/best.safetensors, pretrained/stage.json
+    markets/<code>/best.safetensors, markets/<code>/stage.json
+    metrics/<protocol>-<split>.json   per-market metrics, the evaluation schema
+    curves.png                  loss and validation metric per epoch, per stage
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from model_store.vocab import PAD
+from training.data import load_interactions
+from training.evaluate import Result, evaluate
+from training.examples import Examples, NegativePool, NegativeSampler, batches, build_examples
+from training.model import Bert4CMR, Bert4CMRConfig
+from training.predict import TorchScorer
+from training.protocols import PROTOCOLS, EvalSet, Protocol, build_eval_set
+from training.report import write_json
+from training.split import Scheme, make_split
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    split_scheme: Scheme = "random"
+    lr: float = 1e-3
+    weight_decay: float = 1e-7  # Adam's L2 penalty
+    batch_size: int = 1024
+    negatives: int = 4
+    negative_pool: NegativePool = "market"
+    max_epochs: int = 50
+    patience: int = 3
+    finetune_lr: float = 1e-3
+    finetune_max_epochs: int = 50
+    pretrain: bool = True  # False: each market trained alone, from scratch (ablation)
+    finetune: bool = True  # False: the pre-trained model serves every market (ablation)
+    valid_protocol: Protocol = "market"
+    valid_metric: str = "ndcg@5"
+    eval_protocols: tuple[Protocol, ...] = PROTOCOLS
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}")
+        if "eval_protocols" in values:
+            values = {**values, "eval_protocols": tuple(values["eval_protocols"])}
+        return cls(**values)
+
+
+@dataclass
+class StageState:
+    """What an interrupted stage needs to go on, saved after every epoch."""
+
+    epoch: int = 0
+    best: float = -1.0
+    best_epoch: int = -1
+    stale: int = 0  # epochs since the best
+    curve: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    done: bool = False
+
+
+def bce_loss(logits: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy: column 0 is the positive, the rest negatives; PAD slots ignored."""
+    labels = torch.zeros_like(logits)
+    labels[:, 0] = 1.0
+    weight = (candidates != PAD).to(logits.dtype)
+    losses = F.binary_cross_entropy_with_logits(logits, labels, weight=weight, reduction="sum")
+    return losses / weight.sum()
+
+
+def _save_state(
+    stage_dir: Path,
+    state: StageState,
+    model: Bert4CMR,
+    opt: torch.optim.Optimizer,
+    rng: np.random.Generator,
+) -> None:
+    tmp = stage_dir / "resume.pt.tmp"
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        },
+        tmp,
+    )
+    tmp.replace(stage_dir / "resume.pt")
+    meta = {**dataclasses.asdict(state), "numpy_rng": rng.bit_generator.state}
+    (stage_dir / "stage.json.tmp").write_text(json.dumps(meta, indent=1))
+    (stage_dir / "stage.json.tmp").replace(stage_dir / "stage.json")
+
+
+def _load_state(
+    stage_dir: Path, model: Bert4CMR, opt: torch.optim.Optimizer, rng: np.random.Generator
+) -> StageState:
+    meta = json.loads((stage_dir / "stage.json").read_text())
+    rng.bit_generator.state = meta.pop("numpy_rng")
+    state = StageState(**meta)
+    if state.done:
+        return state
+    saved = torch.load(stage_dir / "resume.pt", weights_only=True)
+    model.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["optimizer"])
+    torch.set_rng_state(saved["torch_rng"])
+    return state
+
+
+def run_stage(
+    name: str,
+    model: Bert4CMR,
+    examples: Examples,
+    sampler: NegativeSampler,
+    valid: EvalSet,
+    markets: Sequence[int],
+    lr: float,
+    max_epochs: int,
+    cfg: TrainConfig,
+    stage_dir: Path,
+) -> StageState:
+    """Train until the validation metric of ``markets`` stops improving; leave the
+    best weights in ``model`` and in ``stage_dir/best.safetensors``."""
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    rng = np.random.default_rng([cfg.seed, *markets])
+    state = StageState()
+    if (stage_dir / "stage.json").exists():
+        state = _load_state(stage_dir, model, opt, rng)
+        log.info("%s: resuming after epoch %d (best %.4f)", name, state.epoch, state.best)
+    scorer = TorchScorer(name, model)
+    while not state.done and state.epoch < max_epochs:
+        model.train()
+        negatives = sampler.sample(rng, examples, cfg.negatives)
+        start, seen, total = time.perf_counter(), 0, 0.0
+        bar = tqdm(
+            batches(rng, examples, negatives, cfg.batch_size),
+            total=-(-len(examples) // cfg.batch_size),
+            desc=f"{name} epoch {state.epoch + 1}",
+            leave=False,
+            disable=None,  # no bar when not on a terminal
+        )
+        for batch in bar:
+            candidates = torch.from_numpy(batch.candidates)
+            logits = model(
+                torch.from_numpy(batch.histories), candidates, torch.from_numpy(batch.markets)
+            )
+            loss = bce_loss(logits, candidates)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            seen += len(candidates)
+            total += loss.item() * len(candidates)
+            bar.set_postfix(
+                loss=f"{total / seen:.4f}", per_s=f"{seen / (time.perf_counter() - start):.0f}"
+            )
+        train_seconds = time.perf_counter() - start
+        metric = evaluate(scorer, valid, markets=markets).mean[cfg.valid_metric]
+        state.epoch += 1
+        state.curve.append(
+            {
+                "epoch": state.epoch,
+                "loss": total / seen,
+                cfg.valid_metric: metric,
+                "samples_per_s": seen / train_seconds,
+                "train_s": train_seconds,
+                "valid_s": time.perf_counter() - start - train_seconds,
+            }
+        )
+        if metric > state.best:
+            state.best, state.best_epoch, state.stale = metric, state.epoch, 0
+            save_file(model.state_dict(), stage_dir / "best.safetensors")
+        else:
+            state.stale += 1
+        state.done = state.stale >= cfg.patience or state.epoch >= max_epochs
+        log.info(
+            "%s epoch %d: loss %.4f, valid %s %.4f (best %.4f at %d), %.0f samples/s, %.0f s",
+            name,
+            state.epoch,
+            total / seen,
+            cfg.valid_metric,
+            metric,
+            state.best,
+            state.best_epoch,
+            seen / train_seconds,
+            time.perf_counter() - start,
+        )
+        _save_state(stage_dir, state, model, opt, rng)
+    model.load_state_dict(load_file(stage_dir / "best.safetensors"))
+    (stage_dir / "resume.pt").unlink(missing_ok=True)
+    return state
+
+
+def parse_settings(
+    config_file: Path | None, overrides: Sequence[str]
+) -> tuple[dict[str, Any], TrainConfig]:
+    """Model settings and training config from a JSON file ``{"model": {...}, "train":
+    {...}}`` and ``key=value`` overrides (``d_model=64`` or ``model.d_model=64``;
+    values are read as JSON, else as strings)."""
+    loaded: dict[str, Any] = json.loads(config_file.read_text()) if config_file else {}
+    unknown_sections = set(loaded) - {"model", "train"}
+    if unknown_sections:
+        raise ValueError(f"{config_file}: unknown sections {sorted(unknown_sections)}")
+    sections: dict[str, dict[str, Any]] = {
+        "model": dict(loaded.get("model", {})),
+        "train": dict(loaded.get("train", {})),
+    }
+    fields = {
+        "model": {f.name for f in dataclasses.fields(Bert4CMRConfig)},
+        "train": {f.name for f in dataclasses.fields(TrainConfig)},
+    }
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: expected key=value")
+        section, _, name = key.rpartition(".")
+        if not section:
+            section = next((s for s, names in fields.items() if name in names), "")
+        if section not in fields or name not in fields[section]:
+            raise ValueError(f"--set {item!r}: unknown setting {key!r}")
+        try:
+            sections[section][name] = json.loads(raw)
+        except json.JSONDecodeError:
+            sections[section][name] = raw
+    return sections["model"], TrainConfig.from_dict(sections["train"])
+
+
+def model_name(model_cfg: Bert4CMRConfig, cfg: TrainConfig) -> str:
+    """bert4cmr, plus what differs from the paper's recipe: variant and ablations."""
+    parts = ["bert4cmr"]
+    if not model_cfg.history_sees_candidate:
+        parts.append("history-once")
+    if not model_cfg.market_embedding:
+        parts.append("no-market-embedding")
+    if not cfg.pretrain:
+        parts.append("single-market")
+    if not cfg.finetune:
+        parts.append("no-finetune")
+    return "-".join(parts)
+
+
+def _write_config(run_dir: Path, payload: dict[str, Any]) -> None:
+    """Record the recipe; a resumed run must have the same one."""
+    path = run_dir / "config.json"
+    text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
+    if path.exists() and json.loads(path.read_text()) != json.loads(text):
+        raise ValueError(f"{run_dir} holds a run with other settings; use another --out")
+    path.write_text(text)
+
+
+def plot_curves(run_dir: Path, stages: dict[str, StageState], metric: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, state in stages.items():
+        epochs = [p["epoch"] for p in state.curve]
+        ax_loss.plot(epochs, [p["loss"] for p in state.curve], marker=".", label=name)
+        ax_metric.plot(epochs, [p[metric] for p in state.curve], marker=".", label=name)
+    ax_loss.set(xlabel="epoch", ylabel="training loss (BCE)", title="loss")
+    ax_metric.set(xlabel="epoch", ylabel=f"validation {metric}", title=f"validation {metric}")
+    ax_metric.legend(fontsize="small")
+    fig.tight_layout()
+    path = run_dir / "curves.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def train(
+    data_dir: Path, run_dir: Path, model_settings: dict[str, Any], cfg: TrainConfig
+) -> list[Result]:
+    """The whole recipe: pre-train, fine-tune per market, evaluate, plot; resumable."""
+    if not (cfg.pretrain or cfg.finetune):
+        raise ValueError("with neither pre-training nor fine-tuning nothing is trained")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("training").addHandler(handler)
+    try:
+        return _train(data_dir, run_dir, model_settings, cfg)
+    finally:
+        logging.getLogger("training").removeHandler(handler)
+        handler.close()
+
+
+def _train(
+    data_dir: Path, run_dir: Path, model_settings: dict[str, Any], cfg: TrainConfig
+) -> list[Result]:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    data = load_interactions(data_dir)
+    split = make_split(data, cfg.split_scheme, cfg.seed)
+    model_cfg = Bert4CMRConfig.from_dict(
+        {"n_items": data.items.size, "n_markets": len(data.markets), **model_settings}
+    )
+    name = model_name(model_cfg, cfg)
+    _write_config(
+        run_dir,
+        {
+            "name": name,
+            "data": str(data_dir.resolve()),
+            "markets": list(data.markets),
+            "items_sha256": data.items.sha256(),
+            "model": dataclasses.asdict(model_cfg),
+            "train": dataclasses.asdict(cfg),
+        },
+    )
+    data.items.save(run_dir / "items.json")
+    valid = build_eval_set(split, cfg.valid_protocol, "valid", cfg.seed)
+    sampler = NegativeSampler(split, cfg.negative_pool)
+    stages: dict[str, StageState] = {}
+    pretrained = Bert4CMR(model_cfg)
+    all_markets = list(range(len(data.markets)))
+    if cfg.pretrain:
+        examples = build_examples(split, model_cfg.max_history)
+        stages["pretrain"] = run_stage(
+            "pretrain",
+            pretrained,
+            examples,
+            sampler,
+            valid,
+            all_markets,
+            cfg.lr,
+            cfg.max_epochs,
+            cfg,
+            run_dir / "pretrained",
+        )
+    models: dict[int, Bert4CMR] = {}
+    for m, code in enumerate(data.markets):
+        if not cfg.finetune:
+            models[m] = pretrained
+            continue
+        model = Bert4CMR(model_cfg)
+        if cfg.pretrain:
+            model.load_state_dict(pretrained.state_dict())
+        lr, epochs = (
+            (cfg.finetune_lr, cfg.finetune_max_epochs) if cfg.pretrain else (cfg.lr, cfg.max_epochs)
+        )
+        stages[code] = run_stage(
+            f"finetune {code}" if cfg.pretrain else f"train {code}",
+            model,
+            build_examples(split, model_cfg.max_history, [m]),
+            sampler,
+            valid,
+            [m],
+            lr,
+            epochs,
+            cfg,
+            run_dir / "markets" / code,
+        )
+        models[m] = model
+    plot_curves(run_dir, stages, cfg.valid_metric)
+    scorer = TorchScorer(name, models)
+    results = []
+    (run_dir / "metrics").mkdir(exist_ok=True)
+    for protocol in cfg.eval_protocols:
+        for split_name in ("valid", "test"):
+            start = time.perf_counter()
+            result = evaluate(scorer, build_eval_set(split, protocol, split_name, cfg.seed))
+            write_json([result], run_dir / "metrics" / f"{protocol}-{split_name}.json")
+            log.info(
+                "%s, %s protocol, %s: mean NDCG@10 %.4f (%.0f s)",
+                name,
+                protocol,
+                split_name,
+                result.mean["ndcg@10"],
+                time.perf_counter() - start,
+            )
+            results.append(result)
+    summary = {
+        code: {
+            "epochs": s.epoch,
+            "best_epoch": s.best_epoch,
+            "best": s.best,
+            "seconds": sum(p["train_s"] + p["valid_s"] for p in s.curve),
+            "samples_per_s": float(np.mean([p["samples_per_s"] for p in s.curve])),
+        }
+        for code, s in stages.items()
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return results
