@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 import typer
 
 app = typer.Typer(
-    help="Cross-market recommendation: data, baselines, evaluation.",
+    help="Cross-market recommendation: data, baselines, Bert4CMR training, evaluation.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -237,3 +237,21 @@ def train_command(
         model_settings, cfg = parse_settings(config, set_ or [])
         results = train(data, out, model_settings, cfg)
     print(report([r for r in results if r.split == "test"]))
+
+
+@app.command("compare")
+def compare_command(
+    files: Annotated[list[Path], typer.Argument(help="Result JSON files (cmr evaluate/train).")],
+    split: Annotated[
+        Literal["test", "valid"], typer.Option(help="Which split's results.")
+    ] = "test",
+    markdown: Annotated[Path | None, typer.Option(help="Also write the tables here.")] = None,
+) -> None:
+    """Tables of mean ± std over seeds, model beside model, per protocol and metric."""
+    from training.compare import compare, load_results
+
+    with user_errors():
+        tables = compare(load_results(files), split=split)
+    print(tables)
+    if markdown:
+        markdown.write_text(tables)

@@ -17,7 +17,16 @@ runner = CliRunner()
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["data"], ["data", "stats"], ["data", "download"], ["data", "synth"], ["evaluate"]],
+    [
+        [],
+        ["data"],
+        ["data", "stats"],
+        ["data", "download"],
+        ["data", "synth"],
+        ["evaluate"],
+        ["train"],
+        ["compare"],
+    ],
 )
 def test_every_command_has_help(command: list[str]) -> None:
     result = runner.invoke(app, [*command, "--help"])
