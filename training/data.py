@@ -92,11 +92,6 @@ class Interactions:
     def n_users(self) -> int:
         return len(self.user_ids)
 
-    def market_index(self, code: str) -> int:
-        if code not in self.markets:
-            raise KeyError(f"unknown market {code!r}; known: {', '.join(self.markets)}")
-        return self.markets.index(code)
-
     def market_items(self, market: int) -> IntArray:
         """The market's catalogue: sorted indices of every item it has interactions for."""
         return np.unique(self.item[self.user_market[self.user] == market])

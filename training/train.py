@@ -22,7 +22,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,14 @@ from tqdm import tqdm
 from model_store.vocab import PAD
 from training.data import load_interactions
 from training.evaluate import Result, evaluate
-from training.examples import Examples, NegativePool, NegativeSampler, batches, build_examples
+from training.examples import (
+    Batch,
+    Examples,
+    NegativePool,
+    NegativeSampler,
+    batches,
+    build_examples,
+)
 from training.model import Bert4CMR, Bert4CMRConfig
 from training.predict import TorchScorer
 from training.protocols import PROTOCOLS, EvalSet, Protocol, build_eval_set
@@ -135,6 +142,16 @@ def _load_state(
     return state
 
 
+def _timed(items: Iterator[Batch]) -> Iterator[tuple[Batch, float]]:
+    """Each batch with the seconds spent producing it."""
+    while True:
+        start = time.perf_counter()
+        batch = next(items, None)
+        if batch is None:
+            return
+        yield batch, time.perf_counter() - start
+
+
 def run_stage(
     name: str,
     model: Bert4CMR,
@@ -159,16 +176,18 @@ def run_stage(
     scorer = TorchScorer(name, model)
     while not state.done and state.epoch < max_epochs:
         model.train()
-        negatives = sampler.sample(rng, examples, cfg.negatives)
         start, seen, total = time.perf_counter(), 0, 0.0
+        negatives = sampler.sample(rng, examples, cfg.negatives)
+        data_seconds = time.perf_counter() - start  # sampling + batching, to show it is cheap
         bar = tqdm(
-            batches(rng, examples, negatives, cfg.batch_size),
+            _timed(batches(rng, examples, negatives, cfg.batch_size)),
             total=-(-len(examples) // cfg.batch_size),
             desc=f"{name} epoch {state.epoch + 1}",
             leave=False,
             disable=None,  # no bar when not on a terminal
         )
-        for batch in bar:
+        for batch, batch_seconds in bar:
+            data_seconds += batch_seconds
             candidates = torch.from_numpy(batch.candidates)
             logits = model(
                 torch.from_numpy(batch.histories), candidates, torch.from_numpy(batch.markets)
@@ -191,6 +210,7 @@ def run_stage(
                 "loss": total / seen,
                 cfg.valid_metric: metric,
                 "samples_per_s": seen / train_seconds,
+                "data_share": data_seconds / train_seconds,
                 "train_s": train_seconds,
                 "valid_s": time.perf_counter() - start - train_seconds,
             }
@@ -202,7 +222,8 @@ def run_stage(
             state.stale += 1
         state.done = state.stale >= cfg.patience or state.epoch >= max_epochs
         log.info(
-            "%s epoch %d: loss %.4f, valid %s %.4f (best %.4f at %d), %.0f samples/s, %.0f s",
+            "%s epoch %d: loss %.4f, valid %s %.4f (best %.4f at %d), %.0f samples/s "
+            "(data preparation %.1f%%), %.0f s",
             name,
             state.epoch,
             total / seen,
@@ -211,6 +232,7 @@ def run_stage(
             state.best,
             state.best_epoch,
             seen / train_seconds,
+            100 * data_seconds / train_seconds,
             time.perf_counter() - start,
         )
         _save_state(stage_dir, state, model, opt, rng)
@@ -406,6 +428,7 @@ def _train(
             "best": s.best,
             "seconds": sum(p["train_s"] + p["valid_s"] for p in s.curve),
             "samples_per_s": float(np.mean([p["samples_per_s"] for p in s.curve])),
+            "data_share": float(np.mean([p.get("data_share", np.nan) for p in s.curve])),
         }
         for code, s in stages.items()
     }
