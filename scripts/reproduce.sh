@@ -5,10 +5,13 @@
 #   protocol; then the comparison tables (mean ± std over seeds).
 # Each run resumes where it stopped and a finished run is kept, so the script can
 # be stopped and started again. One seed takes about half an hour on 2 cores.
-#   usage: scripts/reproduce.sh [DATA_DIR] [RUNS_DIR]
+#   usage: scripts/reproduce.sh [DATA_DIR] [RUNS_DIR] [STEP ...]
+#   steps, in their default order: seed0 baselines0 no-finetune no-market-embedding
+#   single-market seed1 seed2 compare
 set -euo pipefail
 data=${1:-../shared/data/xmarket-electronics}
 runs=${2:-runs/reproduce}
+shift $(( $# > 2 ? 2 : $# ))
 cmr=${CMR:-.venv/bin/cmr}
 mkdir -p "$runs"
 # The recipe: the history-once variant (the paper variant trains ~8x slower here),
@@ -36,18 +39,27 @@ baselines() {  # baselines SEED
         --json "$out" >"$runs/baselines-s$1.log" 2>&1
 }
 
-train "$runs/bert4cmr-s0" --set seed=0
-baselines 0
-# Pre-trained, not fine-tuned: the same pre-training as the main run, so reuse it.
-if [ ! -d "$runs/no-finetune-s0/pretrained" ]; then
-    mkdir -p "$runs/no-finetune-s0"
-    cp -r "$runs/bert4cmr-s0/pretrained" "$runs/no-finetune-s0/"
-fi
-train "$runs/no-finetune-s0" --set seed=0 --set finetune=false
-train "$runs/no-market-embedding-s0" --set seed=0 --set market_embedding=false
-train "$runs/single-market-s0" --set seed=0 --set pretrain=false
-for seed in 1 2; do
-    train "$runs/bert4cmr-s$seed" --set seed=$seed
-    baselines $seed
+no_finetune() {
+    # Pre-trained, not fine-tuned: the same pre-training as seed 0's run, so reuse it.
+    if [ ! -d "$runs/no-finetune-s0/pretrained" ]; then
+        mkdir -p "$runs/no-finetune-s0"
+        cp -r "$runs/bert4cmr-s0/pretrained" "$runs/no-finetune-s0/"
+    fi
+    train "$runs/no-finetune-s0" --set seed=0 --set finetune=false
+}
+
+steps=("$@")
+[ ${#steps[@]} -gt 0 ] || steps=(seed0 baselines0 no-finetune no-market-embedding single-market
+                                 seed1 baselines1 seed2 baselines2 compare)
+for step in "${steps[@]}"; do
+    case $step in
+        seed[0-9]) train "$runs/bert4cmr-s${step#seed}" --set seed="${step#seed}" ;;
+        baselines[0-9]) baselines "${step#baselines}" ;;
+        no-finetune) no_finetune ;;
+        no-market-embedding) train "$runs/no-market-embedding-s0" --set seed=0 --set market_embedding=false ;;
+        single-market) train "$runs/single-market-s0" --set seed=0 --set pretrain=false ;;
+        compare) "$cmr" compare "$runs"/*/metrics/*-test.json "$runs"/baselines-s*.json \
+                     --markdown "$runs/comparison.md" ;;
+        *) echo "unknown step $step" >&2; exit 2 ;;
+    esac
 done
-"$cmr" compare "$runs"/*/metrics/*-test.json "$runs"/baselines-s*.json --markdown "$runs/comparison.md"

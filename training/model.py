@@ -19,11 +19,9 @@ Two variants share every weight and differ only in the attention mask:
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -117,21 +115,6 @@ class Bert4CMRConfig:
     max_history: int = 50
     market_embedding: bool = True  # False: the paper's ablation without E_mkt
     history_sees_candidate: bool = True  # the paper's variant; False: history-once
-
-    @property
-    def variant(self) -> str:
-        return "paper" if self.history_sees_candidate else "history-once"
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> Bert4CMRConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown model settings: {', '.join(sorted(unknown))}")
-        return cls(**values)
 
 
 class Bert4CMR(nn.Module):

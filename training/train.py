@@ -73,16 +73,6 @@ class TrainConfig:
     eval_protocols: tuple[Protocol, ...] = PROTOCOLS
     threads: int = 0  # torch intra-op threads; 0 = torch's default
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}")
-        if "eval_protocols" in values:
-            values = {**values, "eval_protocols": tuple(values["eval_protocols"])}
-        return cls(**values)
-
 
 @dataclass
 class StageState:
@@ -248,17 +238,21 @@ def parse_settings(
     {...}}`` and ``key=value`` overrides (``d_model=64`` or ``model.d_model=64``;
     values are read as JSON, else as strings)."""
     loaded: dict[str, Any] = json.loads(config_file.read_text()) if config_file else {}
-    unknown_sections = set(loaded) - {"model", "train"}
+    fields = {
+        "model": {f.name for f in dataclasses.fields(Bert4CMRConfig)} - {"n_items", "n_markets"},
+        "train": {f.name for f in dataclasses.fields(TrainConfig)},
+    }
+    unknown_sections = set(loaded) - set(fields)
     if unknown_sections:
         raise ValueError(f"{config_file}: unknown sections {sorted(unknown_sections)}")
     sections: dict[str, dict[str, Any]] = {
         "model": dict(loaded.get("model", {})),
         "train": dict(loaded.get("train", {})),
     }
-    fields = {
-        "model": {f.name for f in dataclasses.fields(Bert4CMRConfig)},
-        "train": {f.name for f in dataclasses.fields(TrainConfig)},
-    }
+    for section, names in fields.items():
+        unknown = set(sections[section]) - names
+        if unknown:
+            raise ValueError(f"{config_file}: unknown {section} settings {sorted(unknown)}")
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep:
@@ -272,7 +266,10 @@ def parse_settings(
             sections[section][name] = json.loads(raw)
         except json.JSONDecodeError:
             sections[section][name] = raw
-    return sections["model"], TrainConfig.from_dict(sections["train"])
+    train = sections["train"]
+    if "eval_protocols" in train:
+        train["eval_protocols"] = tuple(train["eval_protocols"])
+    return sections["model"], TrainConfig(**train)
 
 
 def model_name(model_cfg: Bert4CMRConfig, cfg: TrainConfig) -> str:
@@ -344,8 +341,8 @@ def _train(
     torch.manual_seed(cfg.seed)
     data = load_interactions(data_dir)
     split = make_split(data, cfg.split_scheme, cfg.seed)
-    model_cfg = Bert4CMRConfig.from_dict(
-        {"n_items": data.items.size, "n_markets": len(data.markets), **model_settings}
+    model_cfg = Bert4CMRConfig(
+        n_items=data.items.size, n_markets=len(data.markets), **model_settings
     )
     name = model_name(model_cfg, cfg)
     _write_config(

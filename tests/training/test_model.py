@@ -89,8 +89,6 @@ def test_market_embedding_switch() -> None:
     )
 
 
-def test_config_rejects_unknown_settings() -> None:
-    with pytest.raises(ValueError, match="unknown model settings: width"):
-        Bert4CMRConfig.from_dict({"n_items": 5, "n_markets": 1, "width": 3})
+def test_heads_must_divide_the_width() -> None:
     with pytest.raises(ValueError, match="not divisible"):
         Bert4CMR(Bert4CMRConfig(n_items=5, n_markets=1, d_model=10, n_heads=4))

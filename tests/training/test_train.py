@@ -45,6 +45,11 @@ def test_settings_from_file_and_overrides(tmp_path: Path) -> None:
         parse_settings(None, ["widht=3"])
     with pytest.raises(ValueError, match="expected key=value"):
         parse_settings(None, ["lr"])
+    with pytest.raises(ValueError, match="unknown setting 'n_items'"):
+        parse_settings(None, ["n_items=3"])  # comes from the data, never from settings
+    path.write_text(json.dumps({"model": {"width": 3}}))
+    with pytest.raises(ValueError, match=r"unknown model settings \['width'\]"):
+        parse_settings(path, [])
 
 
 def test_loss_ignores_padded_negatives() -> None:
