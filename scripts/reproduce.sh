@@ -4,10 +4,11 @@
 #   candidates for each seed; the paper's three ablations (seed 0); every
 #   protocol; then the comparison tables (mean ± std over seeds).
 # Each run resumes where it stopped and a finished run is kept, so the script can
-# be stopped and started again. One seed takes about half an hour on 2 cores.
+# be stopped and started again. One run takes about 50 minutes on 2 cores
+# (a third of it the `full` protocol evaluation).
 #   usage: scripts/reproduce.sh [DATA_DIR] [RUNS_DIR] [STEP ...]
 #   steps, in their default order: seed0 baselines0 no-finetune no-market-embedding
-#   single-market seed1 seed2 compare
+#   single-market seed1 baselines1 seed2 baselines2 compare
 set -euo pipefail
 data=${1:-../shared/data/xmarket-electronics}
 runs=${2:-runs/reproduce}

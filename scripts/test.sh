@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 source scripts/venv.sh
 install_project "train,dev"
 echo "== ruff"
-.venv/bin/ruff check training model_store service tests
+.venv/bin/ruff check training model_store service tests benchmarks
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"
