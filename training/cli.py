@@ -248,7 +248,7 @@ def compare_command(
     markdown: Annotated[Path | None, typer.Option(help="Also write the tables here.")] = None,
 ) -> None:
     """Tables of mean ± std over seeds, model beside model, per protocol and metric."""
-    from training.compare import compare, load_results
+    from training.report import compare, load_results
 
     with user_errors():
         tables = compare(load_results(files), split=split)

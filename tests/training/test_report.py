@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from training.cli import app
-from training.compare import PAPER_ROW
+from training.report import PAPER_ROW
 
 
 def result(model: str, protocol: str, seed: int, ndcg: float) -> dict[str, object]:
