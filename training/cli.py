@@ -1,6 +1,6 @@
-"""The ``cmr`` command: data, evaluation, and (in later stages) training and serving.
+"""The ``cmr`` command: data, baselines, Bert4CMR training, evaluation (serving comes later).
 
-Heavy imports sit inside the commands, so ``cmr --help`` is instant.
+Heavy imports (numpy, scipy, torch) sit inside the commands, so ``cmr --help`` is quick.
 """
 
 from __future__ import annotations
