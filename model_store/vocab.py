@@ -73,6 +73,15 @@ class Vocabulary:
         return cls(tuple(json.loads(path.read_text())["items"]))
 
 
+def find_sorted(values: IntArray, queries: IntArray) -> tuple[IntArray, NDArray[np.bool_]]:
+    """Positions of ``queries`` in the sorted, non-empty ``values``, and which are there.
+
+    Where a query is absent its position is a valid index holding another value.
+    """
+    at = np.minimum(np.searchsorted(values, queries), len(values) - 1)
+    return at, values[at] == queries
+
+
 def pad_histories(
     histories: Sequence[Sequence[int] | IntArray], max_len: int | None = None
 ) -> IntArray:

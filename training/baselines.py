@@ -23,7 +23,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 from scipy.linalg import lapack
 
-from model_store.vocab import PAD, IntArray
+from model_store.vocab import PAD, IntArray, find_sorted
 from training.evaluate import Result, evaluate
 from training.protocols import EvalSet, Protocol, build_eval_set
 from training.split import Split, SplitName
@@ -67,8 +67,8 @@ class EaseBlock:
 
     def local(self, items: IntArray) -> tuple[IntArray, NDArray[np.bool_]]:
         """Positions of global item indices in this block, and which ones it knows."""
-        at = np.minimum(np.searchsorted(self.items, items), len(self.items) - 1)
-        return at, (self.items[at] == items) & (items != PAD)
+        at, found = find_sorted(self.items, items)
+        return at, found & (items != PAD)
 
     def score(self, histories: IntArray, candidates: IntArray) -> FloatArray:
         at, known = self.local(histories)

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from numpy.typing import NDArray
 
-from model_store.vocab import PAD, IntArray
+from model_store.vocab import PAD, IntArray, find_sorted
+from training.protocols import market_catalogues
 from training.split import Split
 
 NegativePool = Literal["market", "global"]
@@ -76,7 +78,7 @@ class NegativeSampler:
         data = split.data
         self.n_items = data.items.size
         if pool == "market":
-            self.pools = [data.market_items(m) for m in range(len(data.markets))]
+            self.pools = list(market_catalogues(split))
         elif pool == "global":
             everything = np.arange(1, data.items.size, dtype=np.int64)
             self.pools = [everything] * len(data.markets)
@@ -85,10 +87,8 @@ class NegativeSampler:
         # Sorted (user, item) keys of every training row, for fast membership tests.
         self.bought = np.unique(split.train_users() * self.n_items + split.train_items)
 
-    def _bought(self, users: IntArray, items: IntArray) -> np.ndarray:
-        keys = users * self.n_items + items
-        at = np.minimum(np.searchsorted(self.bought, keys), len(self.bought) - 1)
-        return np.asarray(self.bought[at] == keys)
+    def _bought(self, users: IntArray, items: IntArray) -> NDArray[np.bool_]:
+        return find_sorted(self.bought, users * self.n_items + items)[1]
 
     def sample(self, rng: np.random.Generator, examples: Examples, k: int) -> IntArray:
         """(E, k) negatives; a user whose market has nothing left unbought gets PAD."""

@@ -21,7 +21,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from model_store.vocab import PAD, IntArray, pad_histories
+from model_store.vocab import PAD, IntArray, find_sorted, pad_histories
 from training.split import Split, SplitName
 
 Protocol = Literal["paper", "market", "full"]
@@ -80,8 +80,8 @@ class EvalSet:
         ranked = np.tile(catalogue, (len(positive), 1))
         for r, row in enumerate(range(rows.start, rows.stop)):
             known = np.concatenate([self.history(row), positive[r], self.other_held_out[[row]]])
-            at = np.minimum(np.searchsorted(catalogue, known), len(catalogue) - 1)
-            ranked[r, at[catalogue[at] == known]] = PAD
+            at, found = find_sorted(catalogue, known)
+            ranked[r, at[found]] = PAD
         return np.concatenate([positive, ranked], axis=1)
 
     def batches(

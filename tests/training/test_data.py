@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_store.vocab import PAD, Vocabulary, pad_histories, recent_histories
+from model_store.vocab import PAD, Vocabulary, find_sorted, pad_histories, recent_histories
 from training.data import (
     NO_TIME,
     DataFormatError,
@@ -199,3 +199,10 @@ def test_recent_histories_keep_the_newest_items() -> None:
     histories = np.array([[1, 2, 3, 4, 5], [6, 7, PAD, PAD, PAD], [PAD] * 5])
     assert recent_histories(histories, 3).tolist() == [[3, 4, 5], [6, 7, PAD], [PAD] * 3]
     assert recent_histories(histories, 5) is histories
+
+
+def test_find_sorted_marks_absent_queries() -> None:
+    at, found = find_sorted(np.array([2, 5, 9]), np.array([5, 1, 9, 12]))
+    assert found.tolist() == [True, False, True, False]
+    assert at[found].tolist() == [1, 2]
+    assert ((at >= 0) & (at < 3)).all()  # always a valid index, even past the end
