@@ -6,7 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from model_store.store import ModelStore, Version
+from training.cli import app
 from training.data import Interactions, load_interactions
 from training.split import Split, make_split
 from training.synth import SynthConfig, write_synth
@@ -42,3 +45,43 @@ def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def synth_split(synth_dir: Path) -> Split:
     return make_split(load_interactions(synth_dir), "random", seed=0)
+
+
+# Small enough for CI, big enough to learn the synthetic markets' structure.
+TINY = [
+    "d_model=32",
+    "n_layers=1",
+    "n_heads=2",
+    "dropout=0.1",
+    "lr=0.005",
+    "finetune_lr=0.001",
+    "max_epochs=10",
+    "finetune_max_epochs=2",
+    "batch_size=128",
+    'eval_protocols=["market"]',
+]
+
+
+def train_args(data: Path, out: Path) -> list[str]:
+    args = ["train", "--data", str(data), "--out", str(out)]
+    for setting in TINY:
+        args += ["--set", setting]
+    return args
+
+
+@pytest.fixture(scope="session")
+def tiny_run(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished `cmr train` run on the synthetic markets (the paper variant)."""
+    run = tmp_path_factory.mktemp("tiny") / "run"
+    result = CliRunner().invoke(app, train_args(synth_dir, run))
+    assert result.exit_code == 0, result.output
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Version:
+    """``tiny_run`` exported and published as the current version of a fresh store."""
+    from training.export import export_run
+
+    store = ModelStore(tmp_path_factory.mktemp("store"))
+    return export_run(tiny_run, store, version="tiny-1")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -22,6 +23,10 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect, fetch or generate interaction data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+store_app = typer.Typer(help="List, inspect, promote and roll back model versions.")
+app.add_typer(store_app, name="store", no_args_is_help=True)
+bench_app = typer.Typer(help="Speed measurements.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
 
 
 # Choices of repeatable options; tests check them against BASELINES and PROTOCOLS.
@@ -38,6 +43,18 @@ class ProtocolName(StrEnum):
     full = "full"
 
 
+class Variant(StrEnum):
+    paper = "paper"
+    history_once = "history-once"
+
+
+class ProviderName(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+StoreDir = Annotated[Path, typer.Option("--store", help="Model store folder.", show_default=False)]
 DataDir = Annotated[
     Path, typer.Option("--data", help="Folder of per-market interaction files.", show_default=False)
 ]
@@ -56,12 +73,20 @@ def main(
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Bad input ends the command with one clear line and exit code 2, no traceback."""
+    from model_store.manifest import StoreError
     from training.data import DataFormatError
     from training.download import DownloadError
 
     try:
         yield
-    except (DataFormatError, DownloadError, FileNotFoundError, ValueError, KeyError) as exc:
+    except (
+        DataFormatError,
+        DownloadError,
+        StoreError,
+        FileNotFoundError,
+        ValueError,
+        KeyError,
+    ) as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         raise typer.Exit(2) from exc
 
@@ -235,7 +260,11 @@ def train_command(
 
     with user_errors():
         model_settings, cfg = parse_settings(config, set_ or [])
-        results = train(data, out, model_settings, cfg)
+        args = ["cmr", "train", "--data", str(data), "--out", str(out)]
+        args += ["--config", str(config)] if config else []
+        args += [a for setting in set_ or [] for a in ("--set", setting)]
+        command = shlex.join(args)
+        results = train(data, out, model_settings, cfg, command)
     print(report([r for r in results if r.split == "test"]))
 
 
@@ -255,3 +284,104 @@ def compare_command(
     print(tables)
     if markdown:
         markdown.write_text(tables)
+
+
+@app.command("export")
+def export_command(
+    run: Annotated[Path, typer.Option(help="A finished `cmr train` run folder.")],
+    store: StoreDir,
+    version: Annotated[
+        str | None, typer.Option(help="Version name (default: UTC time, model, variant).")
+    ] = None,
+    variant: Annotated[
+        Variant | None,
+        typer.Option(help="Attention pattern of the graphs (default: the one trained)."),
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="The run's data, for catalogues (default: as recorded).")
+    ] = None,
+    promote: Annotated[
+        bool, typer.Option(help="Make the new version current once published.")
+    ] = True,
+) -> None:
+    """Export a run's pre-trained and fine-tuned models as ONNX scoring graphs and
+    publish them, with vocabulary, catalogues and metrics, as one store version."""
+    from model_store.store import ModelStore
+    from training.export import export_run
+
+    with user_errors():
+        published = export_run(
+            run, ModelStore(store), version, variant.value if variant else None, data, promote
+        )
+    state = "current" if promote else "not current; `cmr store promote` serves it"
+    print(f"published {published.name} ({published.manifest.variant}) in {store}, {state}")
+
+
+@store_app.command("list")
+def store_list(store: StoreDir) -> None:
+    """Versions, oldest first; * marks the current one."""
+    from model_store.store import ModelStore
+
+    with user_errors():
+        opened = ModelStore(store)
+        current = opened.current()
+        for name in opened.versions():
+            manifest = opened.open(name, verify=False).manifest
+            mark = "*" if name == current else " "
+            print(f"{mark} {name}  {manifest.variant}  {manifest.created_at}")
+
+
+@store_app.command("show")
+def store_show(
+    store: StoreDir,
+    version: Annotated[str | None, typer.Argument(help="Default: the current one.")] = None,
+) -> None:
+    """A version's manifest, after verifying every file's hash."""
+    from model_store.store import ModelStore
+
+    with user_errors():
+        print(ModelStore(store).open(version).manifest.to_json(), end="")
+
+
+@store_app.command("promote")
+def store_promote(store: StoreDir, version: Annotated[str, typer.Argument()]) -> None:
+    """Verify VERSION and make it current (services pick it up on their next reload)."""
+    from model_store.store import ModelStore
+
+    with user_errors():
+        ModelStore(store).promote(version)
+    print(f"current: {version}")
+
+
+@store_app.command("rollback")
+def store_rollback(store: StoreDir) -> None:
+    """Make the previously current version current again."""
+    from model_store.store import ModelStore
+
+    with user_errors():
+        restored = ModelStore(store).rollback()
+    print(f"current: {restored.name}")
+
+
+@bench_app.command("scoring")
+def bench_scoring_command(
+    store: StoreDir,
+    version: Annotated[
+        list[str] | None, typer.Option(help="Versions to time (default: all). Repeatable.")
+    ] = None,
+    threads: Annotated[
+        int, typer.Option(help="onnxruntime intra-op threads; 0 = one per core.")
+    ] = 0,
+    provider: Annotated[ProviderName, typer.Option(help="Execution provider.")] = ProviderName.auto,
+    min_seconds: Annotated[float, typer.Option(help="Time each case at least this long.")] = 1.0,
+) -> None:
+    """Candidates/s of each version's graph at history 10 and 50 and 100, 1,000 and the
+    largest catalogue's candidates; history-once / paper ratios when both are there."""
+    from model_store.store import ModelStore
+    from service.scoring_bench import bench_scoring, timing_table
+
+    with user_errors():
+        timings = bench_scoring(
+            ModelStore(store), version or (), provider.value, threads, min_seconds
+        )
+    print(timing_table(timings), end="")

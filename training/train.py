@@ -10,6 +10,7 @@ A run folder holds:
     config.json                 model and training settings, data path, markets
     items.json                  the item vocabulary
     train.log                   the log
+    commands.txt                the command that started it, then each resume
     pretrained/best.safetensors, pretrained/stage.json
     markets/<code>/best.safetensors, markets/<code>/stage.json
     metrics/<protocol>-<split>.json   per-market metrics, the evaluation schema
@@ -317,12 +318,20 @@ def plot_curves(run_dir: Path, stages: dict[str, StageState], metric: str) -> Pa
 
 
 def train(
-    data_dir: Path, run_dir: Path, model_settings: dict[str, Any], cfg: TrainConfig
+    data_dir: Path,
+    run_dir: Path,
+    model_settings: dict[str, Any],
+    cfg: TrainConfig,
+    command: str = "",
 ) -> list[Result]:
-    """The whole recipe: pre-train, fine-tune per market, evaluate, plot; resumable."""
+    """The whole recipe: pre-train, fine-tune per market, evaluate, plot; resumable.
+    ``command`` (what started it) is appended to ``commands.txt``, for the model store."""
     if not (cfg.pretrain or cfg.finetune):
         raise ValueError("with neither pre-training nor fine-tuning nothing is trained")
     run_dir.mkdir(parents=True, exist_ok=True)
+    if command:
+        with (run_dir / "commands.txt").open("a") as f:
+            f.write(command + "\n")
     handler = logging.FileHandler(run_dir / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("training").addHandler(handler)

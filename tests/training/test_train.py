@@ -10,6 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from tests.conftest import train_args
 from training import train as train_module
 from training.baselines import Popularity
 from training.cli import app
@@ -19,20 +20,6 @@ from training.model import Bert4CMR, Bert4CMRConfig
 from training.protocols import build_eval_set
 from training.split import Split
 from training.train import TrainConfig, bce_loss, parse_settings, run_stage
-
-# Small enough for CI, big enough to learn the synthetic markets' structure.
-TINY = [
-    "d_model=32",
-    "n_layers=1",
-    "n_heads=2",
-    "dropout=0.1",
-    "lr=0.005",
-    "finetune_lr=0.001",
-    "max_epochs=10",
-    "finetune_max_epochs=2",
-    "batch_size=128",
-    'eval_protocols=["market"]',
-]
 
 
 def test_settings_from_file_and_overrides(tmp_path: Path) -> None:
@@ -105,20 +92,16 @@ def test_an_interrupted_stage_resumes(
 
 
 def test_cmr_train_learns_the_planted_structure(
-    synth_dir: Path, synth_split: Split, tmp_path: Path
+    synth_dir: Path, synth_split: Split, tiny_run: Path
 ) -> None:
-    run = tmp_path / "run"
-    args = ["train", "--data", str(synth_dir), "--out", str(run)]
-    for setting in TINY:
-        args += ["--set", setting]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
+    run = tiny_run  # `cmr train` with the TINY settings, once per session
     for path in [
         "config.json",
         "items.json",
         "train.log",
         "curves.png",
         "summary.json",
+        "commands.txt",
         "pretrained/best.safetensors",
         "markets/aa/best.safetensors",
         "metrics/market-test.json",
@@ -136,8 +119,9 @@ def test_cmr_train_learns_the_planted_structure(
     )
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary) == {"pretrain", "aa", "bb", "cc"}
+    assert (run / "commands.txt").read_text().startswith("cmr train --data ")
     # A finished run resumes to the same result without training again.
-    again = CliRunner().invoke(app, args)
+    again = CliRunner().invoke(app, train_args(synth_dir, run))
     assert again.exit_code == 0, again.output
     assert json.loads((run / "metrics/market-test.json").read_text())["mean"] == bert["mean"]
     assert np.isfinite(bert["mean"]["mrr"])

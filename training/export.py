@@ -1,0 +1,249 @@
+"""A training run into the model store: ONNX scoring graphs plus what serving needs.
+
+Every graph has the one scoring contract of docs/architecture.md:
+    history int64 [B, N], candidates int64 [B, C], market int64 [B] -> scores float32 [B, C]
+with B, N and C dynamic and 0 as padding. Graphs come from torch.export (the
+``dynamo`` exporter), whose symbolic shapes keep B, N and C free; the exporter of
+the TorchScript path is the one known to bake shapes into Reshape nodes.
+Each graph is checked against torch on several shapes before it is published.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import shutil
+import warnings
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+from model_store.catalogue import Catalogue, save_catalogues
+from model_store.manifest import Manifest, StoreError
+from model_store.store import ModelStore, Version, check_version_name
+from model_store.vocab import PAD
+from training.data import load_interactions
+from training.model import Bert4CMR, Bert4CMRConfig
+
+log = logging.getLogger(__name__)
+
+INPUTS = ("history", "candidates", "market")
+OUTPUT = "scores"
+PARITY_TOLERANCE = 1e-5
+# (B, N, C) checked at export time; the tests cover many more.
+EXPORT_CHECK_SHAPES = ((1, 0, 1), (3, 50, 7), (16, 9, 300))
+
+
+def variant_name(config: Bert4CMRConfig) -> str:
+    return "paper" if config.history_sees_candidate else "history-once"
+
+
+class ScoringGraph(nn.Module):
+    """A model behind the scoring contract: probabilities, not logits."""
+
+    def __init__(self, model: Bert4CMR) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, history: Tensor, candidates: Tensor, market: Tensor) -> Tensor:
+        # One more PAD column, so the graph never holds a zero-width history (N = 0,
+        # which onnxruntime's Reshape rejects). PAD keys are masked and left out of the
+        # user vector, so the scores do not change; an all-PAD row is a user without
+        # history: each candidate then attends to itself only and the user vector is 0.
+        pad = torch.zeros_like(market)[:, None]
+        return torch.sigmoid(self.model(torch.cat([history, pad], dim=1), candidates, market))
+
+
+def export_graph(model: Bert4CMR, path: Path) -> None:
+    """Write ``model`` as an ONNX scoring graph with dynamic B, N and C."""
+    model.eval()
+    # Sizes of at least 2 and all different, so torch.export specialises none of them.
+    example = (
+        torch.ones((2, 3), dtype=torch.int64),
+        torch.ones((2, 4), dtype=torch.int64),
+        torch.zeros((2,), dtype=torch.int64),
+    )
+    batch, n, c = torch.export.Dim("B"), torch.export.Dim("N"), torch.export.Dim("C")
+    # The exporter's own warnings, progress prints and optimiser logs are not ours.
+    quiet = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.WARNING)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            ScoringGraph(model),
+            example,
+            str(path),
+            input_names=list(INPUTS),
+            output_names=[OUTPUT],
+            dynamic_shapes={
+                "history": {0: batch, 1: n},
+                "candidates": {0: batch, 1: c},
+                "market": {0: batch},
+            },
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
+    for logger, level in zip(quiet, levels, strict=True):
+        logger.setLevel(level)
+
+
+def random_inputs(
+    rng: np.random.Generator, shape: tuple[int, int, int], n_items: int, n_markets: int
+) -> dict[str, np.ndarray[Any, Any]]:
+    """Contract inputs of shape (B, N, C): ragged right-padded histories (some rows
+    empty), real candidates."""
+    b, n, c = shape
+    history = rng.integers(1, n_items, size=(b, n), dtype=np.int64)
+    lengths = rng.integers(0, n + 1, size=b)
+    history[np.arange(n)[None, :] >= lengths[:, None]] = PAD
+    return {
+        "history": history,
+        "candidates": rng.integers(1, n_items, size=(b, c), dtype=np.int64),
+        "market": rng.integers(0, n_markets, size=b, dtype=np.int64),
+    }
+
+
+@torch.no_grad()
+def torch_scores(model: Bert4CMR, inputs: dict[str, np.ndarray[Any, Any]]) -> np.ndarray[Any, Any]:
+    model.eval()
+    graph = ScoringGraph(model)
+    out: Tensor = graph(*(torch.from_numpy(inputs[name]) for name in INPUTS))
+    return out.numpy()
+
+
+def parity(
+    model: Bert4CMR,
+    session: ort.InferenceSession,
+    shapes: tuple[tuple[int, int, int], ...],
+    seed: int = 0,
+) -> float:
+    """Largest |onnxruntime - torch| score difference over random inputs of ``shapes``."""
+    rng = np.random.default_rng(seed)
+    worst = 0.0
+    for shape in shapes:
+        inputs = random_inputs(rng, shape, model.config.n_items, model.config.n_markets)
+        (scores,) = session.run([OUTPUT], inputs)
+        expected = torch_scores(model, inputs)
+        if scores.shape != expected.shape or not np.isfinite(scores).all():
+            raise StoreError(f"graph gave shape {scores.shape} or non-finite scores on {shape}")
+        worst = max(worst, float(np.abs(scores - expected).max()))
+    return worst
+
+
+@dataclass(frozen=True)
+class RunModels:
+    config: dict[str, Any]  # the run's config.json
+    pretrained: Bert4CMR | None
+    markets: dict[str, Bert4CMR]  # fine-tuned (or trained alone) per market
+
+
+def load_run(run_dir: Path, variant: str | None = None) -> RunModels:
+    """The best weights of every stage of a finished run. ``variant`` picks the
+    attention pattern to export (the weights fit both); default: the trained one."""
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a training run (no config.json)")
+    config = json.loads(config_path.read_text())
+    model_cfg = Bert4CMRConfig(**config["model"])
+    if variant is not None:
+        model_cfg = replace(model_cfg, history_sees_candidate=variant == "paper")
+
+    def load(stage_dir: Path) -> Bert4CMR | None:
+        weights = stage_dir / "best.safetensors"
+        if not weights.is_file():
+            return None
+        model = Bert4CMR(model_cfg)
+        model.load_state_dict(load_file(weights))
+        return model.eval()
+
+    pretrained = load(run_dir / "pretrained")
+    markets = {
+        code: model
+        for code in config["markets"]
+        if (model := load(run_dir / "markets" / code)) is not None
+    }
+    if pretrained is None and set(markets) != set(config["markets"]):
+        raise FileNotFoundError(f"{run_dir}: no trained weights for every market (unfinished?)")
+    return RunModels(config, pretrained, markets)
+
+
+def _test_metrics(run_dir: Path) -> dict[str, dict[str, dict[str, float]]]:
+    metrics = {}
+    for path in sorted((run_dir / "metrics").glob("*-test.json")):
+        result = json.loads(path.read_text())
+        metrics[result["protocol"]] = result["markets"]
+    return metrics
+
+
+def export_run(
+    run_dir: Path,
+    store: ModelStore,
+    version: str | None = None,
+    variant: str | None = None,
+    data_dir: Path | None = None,
+    promote: bool = True,
+) -> Version:
+    """Export every model of ``run_dir`` and publish them as one store version."""
+    run = load_run(run_dir, variant)
+    cfg = run.config
+    trained_variant = variant_name(Bert4CMRConfig(**cfg["model"]))
+    some_model = run.pretrained or next(iter(run.markets.values()))
+    variant = variant_name(some_model.config)
+    version = check_version_name(
+        version or f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{cfg['name']}-{variant}"
+    )
+    data = load_interactions(Path(data_dir or cfg["data"]))
+    if data.items.sha256() != cfg["items_sha256"]:
+        raise ValueError(f"the data in {data_dir or cfg['data']} is not the data the run used")
+    if list(data.markets) != cfg["markets"]:
+        raise ValueError(f"the data has markets {data.markets}, the run {cfg['markets']}")
+    catalogues = {
+        code: Catalogue.from_interactions(data.item[data.user_market[data.user] == m])
+        for m, code in enumerate(data.markets)
+    }
+    commands = run_dir / "commands.txt"
+    command = commands.read_text().splitlines()[0] if commands.is_file() else "unknown"
+    with store.staging() as folder:
+        graphs = {"pretrained.onnx": run.pretrained} if run.pretrained is not None else {}
+        graphs |= {f"markets/{code}.onnx": m for code, m in run.markets.items()}
+        for name, model in graphs.items():
+            path = folder / name
+            path.parent.mkdir(exist_ok=True)
+            export_graph(model, path)
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            worst = parity(model, session, EXPORT_CHECK_SHAPES)
+            if worst > PARITY_TOLERANCE:
+                raise StoreError(f"{name}: onnxruntime differs from torch by {worst:.2e}")
+            log.info("exported %s (max |onnx - torch| %.1e)", name, worst)
+        shutil.copyfile(run_dir / "items.json", folder / "items.json")
+        save_catalogues(catalogues, folder / "catalogues.json")
+        manifest = Manifest(
+            version=version,
+            variant=variant,
+            model=cfg["model"] | {"history_sees_candidate": variant == "paper"},
+            train=cfg["train"],
+            markets={code: m for m, code in enumerate(cfg["markets"])},
+            pretrained="pretrained.onnx" if run.pretrained is not None else None,
+            graphs={code: f"markets/{code}.onnx" for code in run.markets},
+            items="items.json",
+            catalogues="catalogues.json",
+            # The run measured the variant it trained; another variant's are unknown.
+            metrics=_test_metrics(run_dir) if variant == trained_variant else {},
+            files={},  # publish() hashes the files
+            command=command,
+            source_run=str(run_dir.resolve()),
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        return store.publish(folder, manifest, promote)
