@@ -20,6 +20,10 @@ mkdir -p "$runs"
 model=(--set history_sees_candidate=false --set d_model=64 --set n_layers=2 --set n_heads=4
        --set dropout=0.2 --set batch_size=512 --set finetune_lr=0.0001)
 
+# The ablations are compared on test only; their validation metrics would cost
+# another `full` evaluation each.
+test_only=(--set 'eval_splits=["test"]')
+
 train() {  # train OUT [--set ...]
     local out=$1
     shift
@@ -57,8 +61,10 @@ for step in "${steps[@]}"; do
         seed[0-9]) train "$runs/bert4cmr-s${step#seed}" --set seed="${step#seed}" ;;
         baselines[0-9]) baselines "${step#baselines}" ;;
         no-finetune) no_finetune ;;
-        no-market-embedding) train "$runs/no-market-embedding-s0" --set seed=0 --set market_embedding=false ;;
-        single-market) train "$runs/single-market-s0" --set seed=0 --set pretrain=false ;;
+        no-market-embedding) train "$runs/no-market-embedding-s0" --set seed=0 \
+                                 --set market_embedding=false "${test_only[@]}" ;;
+        single-market) train "$runs/single-market-s0" --set seed=0 --set pretrain=false \
+                           "${test_only[@]}" ;;
         compare) "$cmr" compare "$runs"/*/metrics/*-test.json "$runs"/baselines-s*.json \
                      --markdown "$runs/comparison.md" ;;
         *) echo "unknown step $step" >&2; exit 2 ;;

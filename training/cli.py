@@ -1,4 +1,4 @@
-"""The ``cmr`` command: data, baselines, Bert4CMR training, evaluation (serving comes later).
+"""The ``cmr`` command: data, baselines, Bert4CMR training and evaluation, export, serving.
 
 Heavy imports (numpy, scipy, torch) sit inside the commands, so ``cmr --help`` is quick.
 """
@@ -385,3 +385,24 @@ def bench_scoring_command(
             ModelStore(store), version or (), provider.value, threads, min_seconds
         )
     print(timing_table(timings), end="")
+
+
+@app.command("serve")
+def serve_command(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Run the recommendation service (settings from CMR_* environment variables:
+    CMR_STORE, CMR_REDIS_URL, CMR_API_KEY, CMR_DEVELOPMENT, CMR_PROVIDER, ...)."""
+    import uvicorn
+    from pydantic import ValidationError
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    try:
+        settings = Settings()
+    except ValidationError as e:
+        typer.secho(f"error: bad settings: {e}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(2) from e
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")

@@ -49,7 +49,7 @@ from training.model import Bert4CMR, Bert4CMRConfig
 from training.predict import TorchScorer
 from training.protocols import PROTOCOLS, EvalSet, Protocol, build_eval_set
 from training.report import write_json
-from training.split import Scheme, make_split
+from training.split import Scheme, SplitName, make_split
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ class TrainConfig:
     valid_protocol: Protocol = "market"
     valid_metric: str = "ndcg@5"
     eval_protocols: tuple[Protocol, ...] = PROTOCOLS
+    eval_splits: tuple[SplitName, ...] = ("valid", "test")  # metrics/ files written at the end
     threads: int = 0  # torch intra-op threads; 0 = torch's default
 
 
@@ -268,8 +269,9 @@ def parse_settings(
         except json.JSONDecodeError:
             sections[section][name] = raw
     train = sections["train"]
-    if "eval_protocols" in train:
-        train["eval_protocols"] = tuple(train["eval_protocols"])
+    for name in ("eval_protocols", "eval_splits"):
+        if name in train:
+            train[name] = tuple(train[name])
     return sections["model"], TrainConfig(**train)
 
 
@@ -414,7 +416,7 @@ def _train(
     results = []
     (run_dir / "metrics").mkdir(exist_ok=True)
     for protocol in cfg.eval_protocols:
-        for split_name in ("valid", "test"):
+        for split_name in cfg.eval_splits:
             start = time.perf_counter()
             result = evaluate(scorer, build_eval_set(split, protocol, split_name, cfg.seed))
             write_json([result], run_dir / "metrics" / f"{protocol}-{split_name}.json")

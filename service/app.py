@@ -1,0 +1,279 @@
+"""The HTTP API: thin routes over the history store, the batching scorer and the reloader.
+
+Every error is JSON ``{"error": ..., "detail"?: ...}``. Redis trouble is a 503 within
+``redis_timeout_s``; no model loaded is a 503; bad input is a 4xx naming the problem.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Header, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import SecretStr
+from redis import asyncio as aioredis
+from starlette.exceptions import HTTPException
+
+from service.batching import BatchingScorer
+from service.graphs import LoadedVersion
+from service.history import Event, HistoryStore, HistoryUnavailable
+from service.metrics import Metrics
+from service.ranking import candidates_for, known_history, popularity_scores, top_k
+from service.reloader import Reloader
+from service.schemas import (
+    EventsIn,
+    EventsOut,
+    MarketOut,
+    MarketsOut,
+    RecommendIn,
+    RecommendOut,
+    ScoredItem,
+)
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class BodyLimit:
+    """Refuses request bodies over ``limit`` bytes (413), declared or streamed."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and int(declared) > self.limit:
+            response = JSONResponse({"error": f"request body over {self.limit} bytes"}, 413)
+            await response(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Any:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise HTTPException(413, f"request body over {self.limit} bytes")
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def _history(request: Request) -> HistoryStore:
+    store: HistoryStore = request.app.state.history
+    return store
+
+
+def _loaded(request: Request) -> LoadedVersion:
+    loaded: LoadedVersion | None = request.app.state.reloader.loaded
+    if loaded is None:
+        raise HTTPException(503, "no model loaded yet")
+    return loaded
+
+
+def _api_key(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> None:
+    """Constant-time check of the X-API-Key header, when a key is configured."""
+    key: SecretStr | None = request.app.state.settings.api_key
+    if key is None:
+        return
+    if not hmac.compare_digest((x_api_key or "").encode(), key.get_secret_value().encode()):
+        raise HTTPException(401, "missing or wrong X-API-Key")
+
+
+History = Annotated[HistoryStore, Depends(_history)]
+Loaded = Annotated[LoadedVersion, Depends(_loaded)]
+
+
+def _utc(when: datetime | None) -> datetime | None:
+    """Timestamps without a zone are read as UTC, so all of them compare."""
+    return when.replace(tzinfo=UTC) if when is not None and when.tzinfo is None else when
+
+
+def create_app(settings: Settings) -> FastAPI:
+    metrics = Metrics()
+    reloader = Reloader(settings, metrics)
+    scorer = BatchingScorer(
+        metrics, settings.max_batch_rows, settings.max_wait_ms / 1000, settings.batching
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = aioredis.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=settings.redis_timeout_s,
+            socket_connect_timeout=settings.redis_timeout_s,
+        )
+        app.state.history = HistoryStore(
+            client, settings.history_length, settings.dedup_ttl_s, settings.redis_timeout_s
+        )
+        try:
+            await reloader.reload()
+        except Exception as e:  # serve nothing yet; /readyz says so, polling retries
+            log.warning("no model loaded at start: %s", e)
+        await scorer.start()
+        reloader.start()
+        try:
+            yield
+        finally:
+            await reloader.stop()
+            await scorer.stop()
+            await client.aclose()
+
+    app = FastAPI(
+        title="Cross-market recommendation service",
+        lifespan=lifespan,
+        responses={"default": {"description": "Error: {error, detail?}"}},
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.reloader = reloader
+    app.state.scorer = scorer
+
+    @app.middleware("http")
+    async def count_requests(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        market = request.path_params.get("market", "")
+        loaded = reloader.loaded
+        if market and (loaded is None or market not in loaded.markets):
+            market = "unknown"  # never a label value a client can invent
+        metrics.requests.labels(path, market, str(response.status_code)).inc()
+        metrics.latency.labels(path, market).observe(time.perf_counter() - start)
+        return response
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        return JSONResponse({"error": "invalid request", "detail": detail}, status_code=422)
+
+    @app.exception_handler(HistoryUnavailable)
+    async def redis_down(request: Request, exc: HistoryUnavailable) -> JSONResponse:
+        metrics.redis_errors.inc()
+        return JSONResponse({"error": "history store unavailable", "detail": str(exc)}, 503)
+
+    @app.post("/events", dependencies=[Depends(_api_key)])
+    async def post_events(body: EventsIn, history: History, loaded: Loaded) -> EventsOut:
+        unknown_markets = sorted({e.market for e in body.events} - set(loaded.markets))
+        if unknown_markets:
+            raise HTTPException(422, f"unknown market(s): {', '.join(unknown_markets)}")
+        events = [
+            Event(e.market, e.user_id, e.item_id, e.event_id, _utc(e.timestamp))
+            for e in body.events
+        ]
+        counts = await history.append(events)
+        unknown = 0
+        for e in events:
+            if e.item_id not in loaded.vocabulary:
+                unknown += 1
+                metrics.unknown_items.labels(e.market).inc()
+        for market, (accepted, duplicates) in counts.items():
+            metrics.events.labels(market).inc(accepted)
+            metrics.duplicates.labels(market).inc(duplicates)
+        return EventsOut(
+            accepted=sum(a for a, _ in counts.values()),
+            duplicates=sum(d for _, d in counts.values()),
+            unknown_items=unknown,
+        )
+
+    @app.post("/markets/{market}/recommend")
+    async def recommend(
+        market: str, body: RecommendIn, history: History, loaded: Loaded
+    ) -> RecommendOut:
+        model = loaded.markets.get(market)
+        if model is None:
+            raise HTTPException(404, f"unknown market {market!r}; GET /markets lists them")
+        seen = known_history(
+            loaded.vocabulary, await history.history(market, body.user_id), loaded.max_history
+        )
+        candidates = candidates_for(
+            model, loaded.vocabulary, body.candidates, seen, body.exclude_seen
+        )
+        if len(seen) == 0 or len(candidates) == 0:
+            fallback: Literal["popularity"] | None = "popularity" if len(seen) == 0 else None
+            scores = popularity_scores(model, candidates)
+        else:
+            fallback = None
+            scores = await scorer.score(model.graph, seen, candidates, model.index)
+            metrics.candidates.labels(market).inc(len(candidates))
+        best, best_scores = top_k(candidates, scores, body.k)
+        return RecommendOut(
+            market=market,
+            user_id=body.user_id,
+            items=[
+                ScoredItem(item_id=loaded.vocabulary.item(int(i)), score=float(s))
+                for i, s in zip(best, best_scores, strict=True)
+            ],
+            model_version=loaded.version,
+            variant=loaded.variant,
+            fallback=fallback,
+        )
+
+    @app.get("/markets")
+    async def markets(loaded: Loaded) -> MarketsOut:
+        return MarketsOut(
+            markets=[
+                MarketOut(
+                    market=m.code,
+                    graph="fine-tuned" if m.fine_tuned else "pre-trained",
+                    catalogue_size=len(m.catalogue),
+                )
+                for m in loaded.markets.values()
+            ]
+        )
+
+    @app.get("/livez")
+    async def livez() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/readyz")
+    async def readyz(history: History) -> JSONResponse:
+        loaded = reloader.loaded
+        redis_ok = await history.ping()
+        body = {
+            "model": loaded.version if loaded else None,
+            "variant": loaded.variant if loaded else None,
+            "provider": loaded.provider if loaded else None,
+            "redis": "ok" if redis_ok else "unavailable",
+        }
+        ready = loaded is not None and redis_ok
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", **body}, 200 if ready else 503
+        )
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/admin/reload", dependencies=[Depends(_api_key)])
+    async def admin_reload() -> JSONResponse:
+        try:
+            loaded = await reloader.reload(force=True)
+        except Exception as e:
+            served = reloader.loaded.version if reloader.loaded else None
+            return JSONResponse(
+                {"error": f"reload refused: {e}", "detail": {"serving": served}}, 409
+            )
+        return JSONResponse({"serving": loaded.version, "variant": loaded.variant})
+
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app

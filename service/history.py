@@ -1,0 +1,125 @@
+"""Users' histories in Redis: capped lists, newest first, appended with de-duplication.
+
+Keys (``cmr:`` namespace; the user id is hashed, so no id can form another key):
+    cmr:{<market>:<user hash>}:h            the history: item ids, newest first
+    cmr:{<market>:<user hash>}:e:<id hash>  an event id seen lately (expires)
+The braces are a Redis Cluster hash tag: a user's keys share one slot, so the Lua
+script that appends and de-duplicates touches one node and stays atomic there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import defaultdict
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar, cast
+
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError
+
+T = TypeVar("T")
+
+# KEYS[1] history; KEYS[2..] the dedup keys of the events that have an id, in order.
+# ARGV: max length, ttl, then per event its item id and "1" if it has an id else "0".
+# Returns {appended, duplicates}.
+APPEND = """
+local maxlen = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local added, dups, k = 0, 0, 2
+for i = 3, #ARGV, 2 do
+  local fresh = true
+  if ARGV[i + 1] == '1' then
+    fresh = redis.call('SET', KEYS[k], '1', 'NX', 'EX', ttl)
+    k = k + 1
+  end
+  if fresh then
+    redis.call('LPUSH', KEYS[1], ARGV[i])
+    added = added + 1
+  else
+    dups = dups + 1
+  end
+end
+if added > 0 then
+  redis.call('LTRIM', KEYS[1], 0, maxlen - 1)
+end
+return {added, dups}
+"""
+
+
+class HistoryUnavailable(Exception):
+    """Redis did not answer in time or failed."""
+
+
+@dataclass(frozen=True)
+class Event:
+    market: str
+    user_id: str
+    item_id: str
+    event_id: str | None = None
+    timestamp: datetime | None = None
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def user_tag(market: str, user_id: str) -> str:
+    return f"cmr:{{{market}:{_digest(user_id)}}}"
+
+
+class HistoryStore:
+    def __init__(
+        self, client: aioredis.Redis, max_length: int, dedup_ttl_s: int, timeout_s: float
+    ) -> None:
+        self.client = client
+        self.max_length = max_length
+        self.dedup_ttl_s = dedup_ttl_s
+        self.timeout_s = timeout_s
+        self._append = client.register_script(APPEND)
+
+    async def _bounded(self, call: Awaitable[T]) -> T:
+        try:
+            return await asyncio.wait_for(call, self.timeout_s)
+        except (RedisError, OSError, TimeoutError) as e:
+            raise HistoryUnavailable(f"Redis: {type(e).__name__}: {e}") from e
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._bounded(self.client.ping()))
+        except HistoryUnavailable:
+            return False
+
+    async def append(self, events: Sequence[Event]) -> dict[str, tuple[int, int]]:
+        """Append each user's events (by timestamp where all have one, else as sent) in
+        one round trip; returns (appended, duplicates) per market, once Redis acknowledged."""
+        by_user: dict[tuple[str, str], list[Event]] = defaultdict(list)
+        for event in events:
+            by_user[(event.market, event.user_id)].append(event)
+        pipe = self.client.pipeline(transaction=False)
+        for (market, user_id), user_events in by_user.items():
+            ordered = user_events
+            if all(e.timestamp is not None for e in user_events):
+                ordered = sorted(user_events, key=lambda e: cast(datetime, e.timestamp))
+            tag = user_tag(market, user_id)
+            keys = [f"{tag}:h"] + [
+                f"{tag}:e:{_digest(e.event_id)}" for e in ordered if e.event_id is not None
+            ]
+            args: list[Any] = [self.max_length, self.dedup_ttl_s]
+            for e in ordered:
+                args += [e.item_id, "1" if e.event_id is not None else "0"]
+            await self._append(keys=keys, args=args, client=pipe)
+        replies = cast(list[list[int]], await self._bounded(pipe.execute()))
+        counts: dict[str, tuple[int, int]] = {}
+        for (market, _), (added, duplicates) in zip(by_user, replies, strict=True):
+            before = counts.get(market, (0, 0))
+            counts[market] = (before[0] + added, before[1] + duplicates)
+        return counts
+
+    async def history(self, market: str, user_id: str) -> list[str]:
+        """The user's item ids in this market, oldest first."""
+        key = f"{user_tag(market, user_id)}:h"
+        raw = await self._bounded(self.client.lrange(key, 0, self.max_length - 1))
+        return [item.decode() if isinstance(item, bytes) else str(item) for item in reversed(raw)]

@@ -1,0 +1,43 @@
+"""The service's settings: one place, read from ``CMR_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.sessions import Provider
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CMR_", frozen=True)
+
+    store: Path = Field(Path("model_store_data"), description="Model store folder.")
+    redis_url: str = "redis://localhost:6379/0"
+    api_key: SecretStr | None = Field(
+        None, description="Required on POST /events and /admin/*; needed outside development."
+    )
+    development: bool = Field(False, description="Allows running without an API key.")
+    history_length: int = Field(50, ge=1, le=1000, description="Items kept per user and market.")
+    dedup_ttl_s: int = Field(86_400, ge=1, description="How long an event id is remembered.")
+    # Batching: requests waiting together are scored in one onnxruntime call.
+    batching: bool = True
+    max_batch_rows: int = Field(
+        65_536, ge=1, description="Candidate rows (requests x candidates) per call."
+    )
+    max_wait_ms: float = Field(2.0, ge=0, description="Longest a request waits for company.")
+    provider: Provider = "auto"
+    intra_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 = per core.")
+    inter_threads: int = Field(1, ge=1)
+    redis_timeout_s: float = Field(1.0, gt=0, description="Per Redis call; then 503.")
+    reload_interval_s: float = Field(10.0, ge=0, description="Polling for a new current; 0 off.")
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+
+    @model_validator(mode="after")
+    def _key_outside_development(self) -> Settings:
+        if self.api_key is None and not self.development:
+            raise ValueError(
+                "CMR_API_KEY is not set: set it, or CMR_DEVELOPMENT=true for a local service"
+            )
+        return self

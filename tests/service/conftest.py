@@ -1,0 +1,129 @@
+"""A real redis-server per test session, a copy of the tiny store per test, the app."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from fastapi import FastAPI
+
+from model_store.manifest import MANIFEST
+from model_store.store import ModelStore, Version
+from service.app import create_app
+from service.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A redis-server of its own on a free port (scripts/test.sh installs it)."""
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is not installed; scripts/test.sh installs it"
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            if client.ping():
+                break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    else:
+        process.kill()
+        raise RuntimeError("redis-server did not start")
+    yield f"redis://127.0.0.1:{port}/0"
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture
+def flushed_redis(redis_url: str) -> str:
+    redis.Redis.from_url(redis_url).flushdb()
+    return redis_url
+
+
+def clone_version(store: ModelStore, source: str, name: str, **changes: Any) -> Version:
+    """Publish a copy of ``source`` as ``name`` (freshly hashed), unpromoted."""
+    src = store.open(source, verify=False)
+    with store.staging() as folder:
+        shutil.copytree(src.path, folder, dirs_exist_ok=True)
+        (folder / MANIFEST).unlink()
+        manifest = dataclasses.replace(src.manifest, version=name, files={}, **changes)
+        return store.publish(folder, manifest, promote=False)
+
+
+@pytest.fixture
+def store(tiny_store: Version, tmp_path: Path) -> ModelStore:
+    """A private copy of the tiny store (current: tiny-1), free to change."""
+    root = tmp_path / "store"
+    shutil.copytree(tiny_store.path.parents[1], root)
+    return ModelStore(root)
+
+
+def settings(store: ModelStore, redis_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "store": store.root,
+        "redis_url": redis_url,
+        "api_key": "test-key",
+        "history_length": 50,
+        "max_wait_ms": 20.0,
+        "reload_interval_s": 0,
+        "intra_threads": 1,
+        "provider": "cpu",
+    }
+    return Settings(**(values | overrides))
+
+
+KEY = {"X-API-Key": "test-key"}
+
+
+@dataclasses.dataclass
+class Api:
+    """The app, started (lifespan entered), and an httpx client talking to it."""
+
+    app: FastAPI
+    http: httpx.AsyncClient
+
+    def metric(self, name: str, **labels: str) -> float:
+        value = self.app.state.metrics.registry.get_sample_value(name, labels)
+        return float(value or 0.0)
+
+
+@asynccontextmanager
+async def running(config: Settings) -> AsyncIterator[Api]:
+    app = create_app(config)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            yield Api(app, http)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def api(store: ModelStore, flushed_redis: str) -> AsyncIterator[Api]:
+    async with running(settings(store, flushed_redis)) as started:
+        yield started
