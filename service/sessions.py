@@ -29,6 +29,9 @@ def make_session(
     options.intra_op_num_threads = intra_threads
     options.inter_op_num_threads = inter_threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle intra-op threads sleep instead of spinning: in the service they share the
+    # cores with the event loop, which a spinning pool would starve between calls.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     want_cuda = provider == "cuda" or (
         provider == "auto" and CUDA in ort.get_available_providers() and nvidia_driver_present()
     )

@@ -391,6 +391,7 @@ def bench_scoring_command(
 def serve_command(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    access_log: Annotated[bool, typer.Option(help="A log line per request.")] = False,
 ) -> None:
     """Run the recommendation service (settings from CMR_* environment variables:
     CMR_STORE, CMR_REDIS_URL, CMR_API_KEY, CMR_DEVELOPMENT, CMR_PROVIDER, ...)."""
@@ -405,4 +406,35 @@ def serve_command(
     except ValidationError as e:
         typer.secho(f"error: bad settings: {e}", err=True, fg=typer.colors.RED)
         raise typer.Exit(2) from e
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    uvicorn.run(
+        create_app(settings), host=host, port=port, log_level="info", access_log=access_log
+    )
+
+
+@bench_app.command("serve")
+def bench_serve_command(
+    store: StoreDir,
+    redis_url: Annotated[str, typer.Option(help="A Redis the bench may write users into.")] = (
+        "redis://localhost:6379/0"
+    ),
+    clients: Annotated[int, typer.Option(help="Concurrent clients.")] = 32,
+    candidates: Annotated[int, typer.Option(help="Candidates per request.")] = 200,
+    seconds: Annotated[float, typer.Option(help="Duration of each run.")] = 10.0,
+    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads; 0 = per core.")] = 0,
+    provider: Annotated[ProviderName, typer.Option(help="Execution provider.")] = ProviderName.auto,
+    port: Annotated[int, typer.Option(help="Port for the service processes.")] = 8765,
+) -> None:
+    """Throughput and p50/p95/p99 latency of the service (store's current version) under
+    concurrent clients, batching on and off, beside the graph called directly."""
+    from service.serve_bench import bench_serve, measurement_table
+
+    with user_errors():
+        results = bench_serve(
+            store, redis_url, clients, candidates, seconds=seconds, threads=threads,
+            provider=provider.value, port=port,
+        )  # fmt: skip
+    print(measurement_table(results), end="")
+
+
+if __name__ == "__main__":
+    app()

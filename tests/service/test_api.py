@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from model_store.catalogue import load_catalogues
 from model_store.store import ModelStore
 from model_store.vocab import Vocabulary
+from service.serve_bench import bench_serve, measurement_table
 from service.settings import Settings
 from tests.service.conftest import KEY, Api, clone_version, free_port, running, settings
 from training.export import load_run, torch_scores
@@ -280,3 +281,24 @@ def test_settings_need_an_api_key_outside_development(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="CMR_API_KEY"):
         Settings(store=tmp_path)
     assert Settings(store=tmp_path, development=True).api_key is None
+
+
+def test_bench_serve_drives_a_running_service(store: ModelStore, flushed_redis: str) -> None:
+    """`cmr bench serve` end to end on the tiny store: both service runs answer every
+    request, and the ceiling is measured on the same requests."""
+    results = bench_serve(
+        store.root, flushed_redis, clients=4, candidates=50, users=16, seconds=0.5,
+        threads=1, provider="cpu", port=free_port(),
+    )  # fmt: skip
+    assert [r.name for r in results] == [
+        "service, batching on",
+        "service, batching off",
+        "model alone (ceiling)",
+    ]
+    for result in results:
+        assert result.requests > 0 and result.candidates == 50 * result.requests * (
+            1 if result.latencies else 4
+        )
+    assert len(results[0].latencies) == results[0].requests
+    table = measurement_table(results)
+    assert "| model alone (ceiling) |" in table and "100%" in table

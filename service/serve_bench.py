@@ -1,0 +1,273 @@
+"""``cmr bench serve``: the service under concurrent clients, against its model-bound ceiling.
+
+In one run: start the service (a ``cmr serve`` process) with batching on, then off;
+give users histories through ``POST /events``; let ``clients`` concurrent clients
+send recommendation requests of ``candidates`` candidates each for ``seconds``; then
+call the same graph directly, in the bench process, on the same requests grouped
+``clients`` at a time: the most the model alone can do. Throughput is candidates
+scored per second; latency percentiles are per request as the clients saw them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from model_store.catalogue import load_catalogues
+from model_store.store import ModelStore
+from model_store.vocab import IntArray, Vocabulary, pad_histories
+from service.graphs import load_version
+from service.sessions import Provider
+
+
+@dataclass(frozen=True)
+class Workload:
+    market: str
+    users: list[str]
+    histories: list[list[str]]  # oldest first
+    candidates: list[list[str]]  # one request per user
+
+    def bodies(self) -> list[dict[str, object]]:
+        return [
+            {"user_id": u, "candidates": c, "k": 10}
+            for u, c in zip(self.users, self.candidates, strict=True)
+        ]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    name: str
+    requests: int
+    candidates: int
+    seconds: float
+    latencies: Sequence[float]  # seconds, per request; empty for the ceiling
+
+    @property
+    def candidates_per_s(self) -> float:
+        return self.candidates / self.seconds
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies, q)) * 1000 if len(self.latencies) else 0.0
+
+
+def make_workload(
+    store: ModelStore, market: str | None, users: int, candidates: int, seed: int = 0
+) -> Workload:
+    """Users with 5..50 items of the market's catalogue, each asking to rank
+    ``candidates`` other catalogue items."""
+    version = store.open()
+    catalogues = load_catalogues(version.file(version.manifest.catalogues))
+    market = market or max(catalogues, key=lambda m: len(catalogues[m]))
+    vocab = Vocabulary.load(version.file(version.manifest.items))
+    items = [vocab.item(int(i)) for i in catalogues[market].items]
+    if len(items) < candidates + 50:
+        raise ValueError(f"market {market} sells {len(items)} items, too few for this workload")
+    rng = np.random.default_rng(seed)
+    histories, asks = [], []
+    for _ in range(users):
+        chosen = rng.choice(len(items), size=candidates + 50, replace=False)
+        length = int(rng.integers(5, 51))
+        histories.append([items[i] for i in chosen[:length]])
+        asks.append([items[i] for i in chosen[50:]])  # never an item of the history
+    names = [f"bench-{i}" for i in range(users)]
+    return Workload(market, names, histories, asks)
+
+
+@contextmanager
+def running_service(
+    store: Path, redis_url: str, port: int, batching: bool, threads: int, provider: Provider
+) -> Iterator[str]:
+    env = os.environ | {
+        "CMR_STORE": str(store),
+        "CMR_REDIS_URL": redis_url,
+        "CMR_API_KEY": "bench",
+        "CMR_BATCHING": "true" if batching else "false",
+        "CMR_INTRA_THREADS": str(threads),
+        "CMR_PROVIDER": provider,
+        "CMR_RELOAD_INTERVAL_S": "0",
+    }
+    command = [sys.executable, "-m", "training.cli", "serve", "--port", str(port)]
+    # The log goes to a file: a pipe nobody reads would block the service once full.
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    tail = log.read().decode(errors="replace")[-2000:]
+                    raise RuntimeError(f"the service did not become ready:\n{tail}")
+                time.sleep(0.2)
+            yield url
+        finally:
+            process.terminate()
+            process.wait(30)
+
+
+async def _post_histories(url: str, workload: Workload) -> None:
+    async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": "bench"}) as http:
+        for user, history in zip(workload.users, workload.histories, strict=True):
+            events = [{"market": workload.market, "user_id": user, "item_id": i} for i in history]
+            reply = await http.post("/events", json={"events": events})
+            reply.raise_for_status()
+
+
+class _Connection:
+    """A minimal HTTP/1.1 keep-alive client: the load generator shares the machine with
+    the service, so it should cost the service as little CPU as it can."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, url: str) -> _Connection:
+        parsed = httpx.URL(url)
+        return cls(*await asyncio.open_connection(parsed.host, parsed.port))
+
+    async def post(self, path: str, payload: bytes) -> tuple[int, bytes]:
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n"
+        )
+        self.writer.write(head.encode() + payload)
+        await self.writer.drain()
+        reply = await self.reader.readuntil(b"\r\n\r\n")
+        found = re.search(rb"(?i)content-length: *(\d+)", reply)
+        if found is None:
+            raise RuntimeError(f"reply without content-length: {reply[:200]!r}")
+        body = await self.reader.readexactly(int(found.group(1)))
+        return int(reply[9:12]), body
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def _drive(
+    url: str, workload: Workload, clients: int, seconds: float, name: str
+) -> Measurement:
+    payloads = [json.dumps(body).encode() for body in workload.bodies()]
+    sizes = [len(c) for c in workload.candidates]
+    latencies: list[float] = []
+    scored = 0
+    path = f"/markets/{workload.market}/recommend"
+    connections = [await _Connection.open(url) for _ in range(clients)]
+    try:
+        for i, connection in enumerate(connections):  # warm-up
+            status, body = await connection.post(path, payloads[i % len(payloads)])
+            if status != 200:
+                raise RuntimeError(f"{path}: {status} {body[:300]!r}")
+        stop = time.perf_counter() + seconds
+        start = time.perf_counter()
+
+        async def client(offset: int, connection: _Connection) -> None:
+            nonlocal scored
+            i = offset
+            while time.perf_counter() < stop:
+                sent = time.perf_counter()
+                status, body = await connection.post(path, payloads[i % len(payloads)])
+                if status != 200:
+                    raise RuntimeError(f"{path}: {status} {body[:300]!r}")
+                latencies.append(time.perf_counter() - sent)
+                scored += sizes[i % len(sizes)]
+                i += clients
+
+        await asyncio.gather(*(client(c, conn) for c, conn in enumerate(connections)))
+        elapsed = time.perf_counter() - start
+    finally:
+        for connection in connections:
+            connection.close()
+    return Measurement(name, len(latencies), scored, elapsed, latencies)
+
+
+def ceiling(
+    store: ModelStore, workload: Workload, clients: int, seconds: float, threads: int,
+    provider: Provider,
+) -> Measurement:  # fmt: skip
+    """The same graph, the same requests, called directly ``clients`` requests at a time."""
+    loaded = load_version(store, None, provider, threads, 1)
+    model = loaded.markets[workload.market]
+    vocab = loaded.vocabulary
+    histories = [vocab.lookup(h) for h in workload.histories]
+    candidates = [vocab.lookup(c) for c in workload.candidates]
+    groups: list[tuple[IntArray, IntArray, IntArray, int]] = []
+    for first in range(0, len(histories), clients):
+        part = slice(first, first + clients)
+        rows = len(histories[part])
+        groups.append(
+            (
+                pad_histories(histories[part]),
+                pad_histories(candidates[part]),
+                np.full(rows, model.index, dtype=np.int64),
+                sum(len(c) for c in candidates[part]),
+            )
+        )
+    model.graph.score(*groups[0][:3])  # warm-up
+    scored, calls = 0, 0
+    began = time.perf_counter()
+    while time.perf_counter() - began < seconds:
+        history, cands, market, n = groups[calls % len(groups)]
+        model.graph.score(history, cands, market)
+        scored += n
+        calls += 1
+    return Measurement("model alone (ceiling)", calls, scored, time.perf_counter() - began, [])
+
+
+def bench_serve(
+    store_root: Path,
+    redis_url: str,
+    clients: int = 32,
+    candidates: int = 200,
+    users: int = 256,
+    seconds: float = 10.0,
+    threads: int = 0,
+    provider: Provider = "auto",
+    port: int = 8765,
+    market: str | None = None,
+) -> list[Measurement]:
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
+    store = ModelStore(store_root)
+    workload = make_workload(store, market, users, candidates)
+    results = []
+    for batching in (True, False):
+        with running_service(store_root, redis_url, port, batching, threads, provider) as url:
+            asyncio.run(_post_histories(url, workload))
+            name = f"service, batching {'on' if batching else 'off'}"
+            results.append(asyncio.run(_drive(url, workload, clients, seconds, name)))
+    results.append(ceiling(store, workload, clients, seconds, threads, provider))
+    return results
+
+
+def measurement_table(results: Sequence[Measurement]) -> str:
+    top = results[-1].candidates_per_s
+    lines = [
+        "| run | requests | candidates/s | of ceiling | p50 ms | p95 ms | p99 ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m in results:
+        lines.append(
+            f"| {m.name} | {m.requests} | {m.candidates_per_s:,.0f} "
+            f"| {m.candidates_per_s / top:.0%} | {m.percentile(50):.1f} "
+            f"| {m.percentile(95):.1f} | {m.percentile(99):.1f} |"
+        )
+    return "\n".join(lines) + "\n"
