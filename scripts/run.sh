@@ -1,23 +1,31 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: install, obtain the XMarket data, evaluate the
-# baselines under every protocol, print the tables.
+# The main job on a fresh machine, end to end: install; obtain the XMarket data
+# (synthetic markets when it cannot be had); evaluate the baselines under every
+# protocol; train a small Bert4CMR, export it into a model store; start Redis and
+# the service; post a user's events; print a recommendation.
 #   CMR_DATA   where the data folder goes (default data/xmarket-electronics)
 #   CMR_MIRROR a local copy to fill it from (default ../shared/data/xmarket-electronics
 #              when present; otherwise the files are downloaded)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/venv.sh
-install_project "train"
+install_project "train,serve"
+cmr=.venv/bin/cmr
 data=${CMR_DATA:-data/xmarket-electronics}
 mirror=${CMR_MIRROR:-../shared/data/xmarket-electronics}
 echo "== data into $data"
 if [ -d "$mirror" ]; then
-    .venv/bin/cmr data download --dest "$data" --base-url "file://$(cd "$mirror" && pwd)"
-else
-    .venv/bin/cmr data download --dest "$data"
+    $cmr data download --dest "$data" --base-url "file://$(cd "$mirror" && pwd)"
+elif ! $cmr data download --dest "$data"; then
+    data=data/synth
+    echo "== no XMarket data to be had: synthetic markets in $data instead"
+    $cmr data synth --dest "$data"
 fi
-.venv/bin/cmr data stats --data "$data"
+$cmr data stats --data "$data"
+
 echo "== baselines (EASE^R's lambda is chosen on validation; takes a few minutes on 2 cores)"
-.venv/bin/cmr evaluate --data "$data" \
+$cmr evaluate --data "$data" \
     --model popularity --model global-popularity --model ease --model ease-per-market \
     --protocol paper --protocol market --protocol full
+
+bash scripts/demo.sh "$data"

@@ -201,9 +201,10 @@ def export_run(
     trained_variant = variant_name(Bert4CMRConfig(**cfg["model"]))
     some_model = run.pretrained or next(iter(run.markets.values()))
     variant = variant_name(some_model.config)
-    version = check_version_name(
-        version or f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{cfg['name']}-{variant}"
-    )
+    if version is None:
+        version = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{cfg['name']}"
+        version += f"-as-{variant}" if variant != trained_variant else ""
+    check_version_name(version)
     data = load_interactions(Path(data_dir or cfg["data"]))
     if data.items.sha256() != cfg["items_sha256"]:
         raise ValueError(f"the data in {data_dir or cfg['data']} is not the data the run used")
