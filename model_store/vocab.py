@@ -55,7 +55,8 @@ class Vocabulary:
 
     def lookup(self, items: Iterable[str]) -> IntArray:
         """Indices of many items; unknown items map to padding (and so are ignored)."""
-        return np.fromiter((self._index.get(i, PAD) for i in items), dtype=np.int64)
+        get = self._index.get
+        return np.array([get(i, PAD) for i in items], dtype=np.int64)
 
     def item(self, index: int) -> str:
         if not 1 <= index <= len(self.ids):

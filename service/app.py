@@ -7,12 +7,13 @@ Every error is JSON ``{"error": ..., "detail"?: ...}``. Redis trouble is a 503 w
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -35,7 +36,6 @@ from service.schemas import (
     MarketsOut,
     RecommendIn,
     RecommendOut,
-    ScoredItem,
 )
 from service.settings import Settings
 
@@ -141,7 +141,11 @@ def create_app(settings: Settings) -> FastAPI:
     metrics = Metrics()
     reloader = Reloader(settings, metrics)
     scorer = BatchingScorer(
-        metrics, settings.max_batch_rows, settings.max_wait_ms / 1000, settings.batching
+        metrics,
+        settings.max_batch_rows,
+        settings.max_wait_ms / 1000,
+        settings.batching,
+        settings.scoring_workers,
     )
 
     @asynccontextmanager
@@ -215,10 +219,10 @@ def create_app(settings: Settings) -> FastAPI:
             unknown_items=unknown,
         )
 
-    @app.post("/markets/{market}/recommend")
+    @app.post("/markets/{market}/recommend", response_model=RecommendOut)
     async def recommend(
         market: str, body: RecommendIn, history: History, loaded: Loaded
-    ) -> RecommendOut:
+    ) -> Response:
         model = loaded.markets.get(market)
         if model is None:
             raise HTTPException(404, f"unknown market {market!r}; GET /markets lists them")
@@ -229,24 +233,28 @@ def create_app(settings: Settings) -> FastAPI:
             model, loaded.vocabulary, body.candidates, seen, body.exclude_seen
         )
         if len(seen) == 0 or len(candidates) == 0:
-            fallback: Literal["popularity"] | None = "popularity" if len(seen) == 0 else None
+            fallback = "popularity" if len(seen) == 0 else None
             scores = popularity_scores(model, candidates)
         else:
             fallback = None
             scores = await scorer.score(model.graph, seen, candidates, model.index)
             metrics.candidates.labels(market).inc(len(candidates))
         best, best_scores = top_k(candidates, scores, body.k)
-        return RecommendOut(
-            market=market,
-            user_id=body.user_id,
-            items=[
-                ScoredItem(item_id=loaded.vocabulary.item(int(i)), score=float(s))
-                for i, s in zip(best, best_scores, strict=True)
+        item = loaded.vocabulary.item
+        # Serialised here, in the shape of RecommendOut: FastAPI's validation of a
+        # returned model would cost more than the rest of the route.
+        payload = {
+            "market": market,
+            "user_id": body.user_id,
+            "items": [
+                {"item_id": item(i), "score": s}
+                for i, s in zip(best.tolist(), best_scores.tolist(), strict=True)
             ],
-            model_version=loaded.version,
-            variant=loaded.variant,
-            fallback=fallback,
-        )
+            "model_version": loaded.version,
+            "variant": loaded.variant,
+            "fallback": fallback,
+        }
+        return Response(json.dumps(payload), media_type="application/json")
 
     @app.get("/markets")
     async def markets(loaded: Loaded) -> MarketsOut:

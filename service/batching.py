@@ -38,13 +38,18 @@ class _Job:
 
 
 class BatchingScorer:
-    def __init__(self, metrics: Metrics, max_rows: int, max_wait_s: float, enabled: bool) -> None:
+    def __init__(
+        self, metrics: Metrics, max_rows: int, max_wait_s: float, enabled: bool, workers: int = 1
+    ) -> None:
         self.metrics = metrics
         self.max_rows = max_rows
         self.max_wait_s = max_wait_s
         self.enabled = enabled
-        # One worker thread: onnxruntime already spreads a call over its own threads.
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="onnxruntime")
+        # ``workers`` calls may run at once, each in its own thread; a batch gathers
+        # while every worker is busy.
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="onnxruntime")
+        self._slots = asyncio.Semaphore(workers)
+        self._running: set[asyncio.Task[None]] = set()
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._collector: asyncio.Task[None] | None = None
 
@@ -56,6 +61,7 @@ class BatchingScorer:
         if self._collector is not None:
             self._collector.cancel()
             await asyncio.gather(self._collector, return_exceptions=True)
+        await asyncio.gather(*self._running, return_exceptions=True)
         while not self._queue.empty():
             job = self._queue.get_nowait()
             if not job.future.done():
@@ -73,8 +79,22 @@ class BatchingScorer:
             await self._run([job])
         return await job.future
 
+    def _dispatch(self, batch: list[_Job]) -> None:
+        """Run ``batch`` on the worker whose slot the collector holds."""
+        task = asyncio.create_task(self._run(batch))
+        self._running.add(task)
+
+        def finished(done: asyncio.Task[None]) -> None:
+            self._running.discard(done)
+            self._slots.release()
+
+        task.add_done_callback(finished)
+
     async def _collect(self) -> None:
         while True:
+            # A free worker first, then the batch: requests that arrive while every
+            # worker is busy join the next batch instead of waiting one call more.
+            await self._slots.acquire()
             batch = [await self._queue.get()]
             width = len(batch[0].candidates)
             deadline = batch[0].enqueued + self.max_wait_s
@@ -91,13 +111,14 @@ class BatchingScorer:
                     job = self._queue.get_nowait()
                 new_width = max(width, len(job.candidates))
                 if (len(batch) + 1) * new_width > self.max_rows:  # padded candidate rows
-                    await self._run(batch)  # full: this job starts the next batch
+                    self._dispatch(batch)  # full: this job starts the next batch
+                    await self._slots.acquire()
                     batch, width = [job], len(job.candidates)
                     deadline = job.enqueued + self.max_wait_s
                     continue
                 batch.append(job)
                 width = new_width
-            await self._run(batch)
+            self._dispatch(batch)
 
     async def _run(self, batch: list[_Job]) -> None:
         groups: dict[int, list[_Job]] = defaultdict(list)

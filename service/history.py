@@ -82,7 +82,8 @@ class HistoryStore:
 
     async def _bounded(self, call: Awaitable[T]) -> T:
         try:
-            return await asyncio.wait_for(call, self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):  # unlike wait_for, no task per call
+                return await call
         except (RedisError, OSError, TimeoutError) as e:
             raise HistoryUnavailable(f"Redis: {type(e).__name__}: {e}") from e
 

@@ -27,14 +27,14 @@ def candidates_for(
     market's catalogue, minus the user's items when ``exclude_seen``."""
     if requested is None:
         candidates = market.catalogue.items
-    else:
-        indices = vocabulary.lookup(requested)
-        indices = indices[indices != PAD]
-        _, first = np.unique(indices, return_index=True)
-        candidates = indices[np.sort(first)]
-    if exclude_seen and len(seen):
-        candidates = candidates[~np.isin(candidates, seen)]
-    return candidates
+        if exclude_seen and len(seen):
+            candidates = candidates[~np.isin(candidates, seen)]
+        return candidates
+    # A few hundred ids: plain Python sets beat numpy's sorting set operations here.
+    drop = set(seen.tolist()) if exclude_seen else set()
+    drop.add(PAD)
+    indices = vocabulary.lookup(dict.fromkeys(requested))  # de-duplicated, order kept
+    return np.array([i for i in indices.tolist() if i not in drop], dtype=np.int64)
 
 
 def popularity_scores(market: MarketModel, candidates: IntArray) -> NDArray[np.float32]:

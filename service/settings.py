@@ -27,6 +27,9 @@ class Settings(BaseSettings):
         65_536, ge=1, description="Candidate rows (requests x candidates) per call."
     )
     max_wait_ms: float = Field(2.0, ge=0, description="Longest a request waits for company.")
+    scoring_workers: int = Field(
+        1, ge=1, le=16, description="Scoring calls that may run at once, each in a thread."
+    )
     provider: Provider = "auto"
     intra_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0 = per core.")
     inter_threads: int = Field(1, ge=1)
