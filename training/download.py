@@ -7,13 +7,14 @@ a machine without internet can fill a data folder from a local copy.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+
+from model_store.manifest import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +33,6 @@ XMARKET_FILES: dict[str, str] = {
 
 class DownloadError(RuntimeError):
     """A file that could not be fetched or did not match its checksum."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _fetch(url: str, target: Path, timeout: float) -> None:
