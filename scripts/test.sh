@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Install the project, its test tools and redis-server, then run the checks:
+# Install the project, its test tools, redis-server and the deployment validators,
+# then run the checks:
 # ruff (lint), mypy (types), pytest (behaviour). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/venv.sh
 install_project "train,serve,dev"
-# The service tests run a real redis-server.
-if ! command -v redis-server >/dev/null; then
-    echo "== installing redis-server"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+# System tools the tests use: a real redis-server for the service tests, and the
+# validators of the deployment files (docker-compose config, promtool).
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v docker-compose >/dev/null || missing+=(docker-compose)
+command -v promtool >/dev/null || missing+=(prometheus)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "== installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 echo "== ruff"
 .venv/bin/ruff check training model_store service tests benchmarks
