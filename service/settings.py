@@ -13,7 +13,7 @@ from service.sessions import Provider
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CMR_", frozen=True)
 
-    store: Path = Field(Path("model_store_data"), description="Model store folder.")
+    store: Path = Field(Path("store"), description="Model store folder.")
     redis_url: str = "redis://localhost:6379/0"
     api_key: SecretStr | None = Field(
         None, description="Required on POST /events and /admin/*; needed outside development."

@@ -291,7 +291,7 @@ def export_command(
     run: Annotated[Path, typer.Option(help="A finished `cmr train` run folder.")],
     store: StoreDir,
     version: Annotated[
-        str | None, typer.Option(help="Version name (default: UTC time, model, variant).")
+        str | None, typer.Option(help="Version name (default: UTC time and the run's model name).")
     ] = None,
     variant: Annotated[
         Variant | None,
@@ -406,9 +406,7 @@ def serve_command(
     except ValidationError as e:
         typer.secho(f"error: bad settings: {e}", err=True, fg=typer.colors.RED)
         raise typer.Exit(2) from e
-    uvicorn.run(
-        create_app(settings), host=host, port=port, log_level="info", access_log=access_log
-    )
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=access_log)
 
 
 @bench_app.command("serve")
