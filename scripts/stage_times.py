@@ -1,0 +1,38 @@
+"""Per-stage time and speed of `cmr train` runs, as a markdown table (docs/results.md).
+
+    usage: .venv/bin/python scripts/stage_times.py RUN_DIR [RUN_DIR ...]
+
+Reads each run's summary.json (epochs, best epoch, seconds, samples/s per stage)
+and the evaluation lines of its train.log (seconds per protocol and split).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+
+def main(runs: list[Path]) -> None:
+    print("| run | stage | epochs | best epoch | best valid NDCG@5 | seconds | samples/s |")
+    print("|---|---|---|---|---|---|---|")
+    for run in runs:
+        for stage, s in json.loads((run / "summary.json").read_text()).items():
+            print(
+                f"| {run.name} | {stage} | {s['epochs']} | {s['best_epoch']} | {s['best']:.4f} "
+                f"| {s['seconds']:.0f} | {s['samples_per_s']:.0f} |"
+            )
+    print()
+    print("| run | evaluation | seconds |")
+    print("|---|---|---|")
+    pattern = re.compile(r"(\w+) protocol, (\w+): mean NDCG@10 [0-9.]+ \((\d+) s\)")
+    for run in runs:
+        for line in (run / "train.log").read_text().splitlines():
+            found = pattern.search(line)
+            if found:
+                print(f"| {run.name} | {found[1]}, {found[2]} | {found[3]} |")
+
+
+if __name__ == "__main__":
+    main([Path(a) for a in sys.argv[1:]])
