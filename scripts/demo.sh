@@ -16,8 +16,12 @@ store=$runs/demo-store
 [ -f "$store/current" ] || $cmr export --run "$run" --store "$store"
 
 echo "== Redis and the service"
-if ! command -v redis-server >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+# redis-server, and curl to talk to the service, from the system's packages when missing.
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v curl >/dev/null || missing+=(curl)
+if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 redis_port=6391
 redis-server --port "$redis_port" --save "" --appendonly no --daemonize yes >/dev/null
