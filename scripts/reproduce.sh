@@ -9,6 +9,10 @@
 #   usage: scripts/reproduce.sh [DATA_DIR] [RUNS_DIR] [STEP ...]
 #   steps, in their default order: seed0 baselines0 no-finetune no-market-embedding
 #   single-market seed1 baselines1 seed2 baselines2 compare
+#   further steps: paper-seed0 paper-seed1 paper-seed2 (the paper variant, the same
+#   recipe otherwise; about 3 hours each on 2 cores, minutes on a GPU)
+# Training uses the GPU when torch sees one (`device=auto`); steps may run side by
+# side (separate invocations): each writes its own run folder.
 set -euo pipefail
 data=${1:-../shared/data/xmarket-electronics}
 runs=${2:-runs/reproduce}
@@ -62,6 +66,9 @@ for step in "${steps[@]}"; do
         # evaluation costs about 8 minutes here).
         seed0) train "$runs/bert4cmr-s0" --set seed=0 ;;
         seed[0-9]) train "$runs/bert4cmr-s${step#seed}" --set seed="${step#seed}" "${test_only[@]}" ;;
+        paper-seed[0-9]) train "$runs/paper-variant-s${step#paper-seed}" \
+                             --set seed="${step#paper-seed}" --set history_sees_candidate=true \
+                             "${test_only[@]}" ;;
         baselines[0-9]) baselines "${step#baselines}" ;;
         no-finetune) no_finetune ;;
         no-market-embedding) train "$runs/no-market-embedding-s0" --set seed=0 \

@@ -13,7 +13,8 @@ from training.model import Bert4CMR
 
 # Tokens per model call, which bounds memory: the paper variant encodes B x C
 # sequences of N + 1 tokens, the history-once variant B sequences of N + C.
-MAX_TOKENS = 1 << 18
+# A GPU wants larger calls (fewer launches) and has the memory for them.
+MAX_TOKENS = {"cpu": 1 << 18, "cuda": 1 << 22}
 
 
 class TorchScorer:
@@ -38,17 +39,18 @@ class TorchScorer:
         for market in np.unique(markets):
             model = self._model(int(market))
             model.eval()
+            device = next(model.parameters()).device
             rows = np.flatnonzero(markets == market)
             hist = recent_histories(histories[rows], model.config.max_history)
             n, c = hist.shape[1], candidates.shape[1]
             per_row = c * (n + 1) if model.config.history_sees_candidate else n + c
-            step = max(1, MAX_TOKENS // per_row)
+            step = max(1, MAX_TOKENS.get(device.type, MAX_TOKENS["cpu"]) // per_row)
             for start in range(0, len(rows), step):
                 part = slice(start, start + step)
                 logits = model(
-                    torch.from_numpy(hist[part]),
-                    torch.from_numpy(candidates[rows[part]]),
-                    torch.from_numpy(markets[rows[part]]),
+                    torch.from_numpy(hist[part]).to(device),
+                    torch.from_numpy(candidates[rows[part]]).to(device),
+                    torch.from_numpy(markets[rows[part]]).to(device),
                 )
-                scores[rows[part]] = logits.numpy()
+                scores[rows[part]] = logits.cpu().numpy()
         return scores

@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -74,6 +74,7 @@ class TrainConfig:
     eval_protocols: tuple[Protocol, ...] = PROTOCOLS
     eval_splits: tuple[SplitName, ...] = ("valid", "test")  # metrics/ files written at the end
     threads: int = 0  # torch intra-op threads; 0 = torch's default
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when torch sees a GPU
 
 
 @dataclass
@@ -97,6 +98,21 @@ def bce_loss(logits: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
     return losses / weight.sum()
 
 
+def resolve_device(name: str) -> torch.device:
+    """auto -> cuda when torch sees a GPU, else cpu; cuda without one is an error."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda, but torch sees no CUDA GPU (use device=cpu or auto)")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"device={name!r}: expected auto, cpu or cuda")
+    return torch.device(name)
+
+
+def _cpu_weights(model: Bert4CMR) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
 def _save_state(
     stage_dir: Path,
     state: StageState,
@@ -110,6 +126,8 @@ def _save_state(
             "model": model.state_dict(),
             "optimizer": opt.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            # dropout on a GPU draws from the CUDA generator
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         },
         tmp,
     )
@@ -127,10 +145,13 @@ def _load_state(
     state = StageState(**meta)
     if state.done:
         return state
-    saved = torch.load(stage_dir / "resume.pt", weights_only=True)
+    device = next(model.parameters()).device
+    saved = torch.load(stage_dir / "resume.pt", weights_only=True, map_location=device)
     model.load_state_dict(saved["model"])
     opt.load_state_dict(saved["optimizer"])
-    torch.set_rng_state(saved["torch_rng"])
+    torch.set_rng_state(saved["torch_rng"].cpu())
+    if saved.get("cuda_rng") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([state.cpu() for state in saved["cuda_rng"]])
     return state
 
 
@@ -166,9 +187,11 @@ def run_stage(
         state = _load_state(stage_dir, model, opt, rng)
         log.info("%s: resuming after epoch %d (best %.4f)", name, state.epoch, state.best)
     scorer = TorchScorer(name, model)
+    device = next(model.parameters()).device
     while not state.done and state.epoch < max_epochs:
         model.train()
-        start, seen, total = time.perf_counter(), 0, 0.0
+        # The loss sum stays on the device: reading it every batch would wait for the GPU.
+        start, seen, total = time.perf_counter(), 0, torch.zeros((), device=device)
         negatives = sampler.sample(rng, examples, cfg.negatives)
         data_seconds = time.perf_counter() - start  # sampling + batching, to show it is cheap
         bar = tqdm(
@@ -178,28 +201,33 @@ def run_stage(
             leave=False,
             disable=None,  # no bar when not on a terminal
         )
-        for batch, batch_seconds in bar:
+        for step, (batch, batch_seconds) in enumerate(bar):
             data_seconds += batch_seconds
-            candidates = torch.from_numpy(batch.candidates)
+            candidates = torch.from_numpy(batch.candidates).to(device)
             logits = model(
-                torch.from_numpy(batch.histories), candidates, torch.from_numpy(batch.markets)
+                torch.from_numpy(batch.histories).to(device),
+                candidates,
+                torch.from_numpy(batch.markets).to(device),
             )
             loss = bce_loss(logits, candidates)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             seen += len(candidates)
-            total += loss.item() * len(candidates)
-            bar.set_postfix(
-                loss=f"{total / seen:.4f}", per_s=f"{seen / (time.perf_counter() - start):.0f}"
-            )
+            total += loss.detach() * len(candidates)
+            if step % 50 == 0:
+                bar.set_postfix(
+                    loss=f"{total.item() / seen:.4f}",
+                    per_s=f"{seen / (time.perf_counter() - start):.0f}",
+                )
+        loss_mean = total.item() / seen
         train_seconds = time.perf_counter() - start
         metric = evaluate(scorer, valid, markets=markets).mean[cfg.valid_metric]
         state.epoch += 1
         state.curve.append(
             {
                 "epoch": state.epoch,
-                "loss": total / seen,
+                "loss": loss_mean,
                 cfg.valid_metric: metric,
                 "samples_per_s": seen / train_seconds,
                 "data_share": data_seconds / train_seconds,
@@ -209,7 +237,7 @@ def run_stage(
         )
         if metric > state.best:
             state.best, state.best_epoch, state.stale = metric, state.epoch, 0
-            save_file(model.state_dict(), stage_dir / "best.safetensors")
+            save_file(_cpu_weights(model), stage_dir / "best.safetensors")
         else:
             state.stale += 1
         state.done = state.stale >= cfg.patience or state.epoch >= max_epochs
@@ -218,7 +246,7 @@ def run_stage(
             "(data preparation %.1f%%), %.0f s",
             name,
             state.epoch,
-            total / seen,
+            loss_mean,
             cfg.valid_metric,
             metric,
             state.best,
@@ -350,6 +378,9 @@ def _train(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    log.info("training on %s (%s), torch %s", device, where, torch.__version__)
     data = load_interactions(data_dir)
     split = make_split(data, cfg.split_scheme, cfg.seed)
     model_cfg = Bert4CMRConfig(
@@ -371,7 +402,7 @@ def _train(
     valid = build_eval_set(split, cfg.valid_protocol, "valid", cfg.seed)
     sampler = NegativeSampler(split, cfg.negative_pool)
     stages: dict[str, StageState] = {}
-    pretrained = Bert4CMR(model_cfg)
+    pretrained = Bert4CMR(model_cfg).to(device)
     all_markets = list(range(len(data.markets)))
     if cfg.pretrain:
         examples = build_examples(split, model_cfg.max_history)
@@ -392,7 +423,7 @@ def _train(
         if not cfg.finetune:
             models[m] = pretrained
             continue
-        model = Bert4CMR(model_cfg)
+        model = Bert4CMR(model_cfg).to(device)
         if cfg.pretrain:
             model.load_state_dict(pretrained.state_dict())
         lr, epochs = (

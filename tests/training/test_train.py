@@ -19,7 +19,7 @@ from training.examples import NegativeSampler, build_examples
 from training.model import Bert4CMR, Bert4CMRConfig
 from training.protocols import build_eval_set
 from training.split import Split
-from training.train import TrainConfig, bce_loss, parse_settings, run_stage
+from training.train import TrainConfig, bce_loss, parse_settings, resolve_device, run_stage
 
 
 def test_settings_from_file_and_overrides(tmp_path: Path) -> None:
@@ -125,3 +125,16 @@ def test_cmr_train_learns_the_planted_structure(
     assert again.exit_code == 0, again.output
     assert json.loads((run / "metrics/market-test.json").read_text())["mean"] == bert["mean"]
     assert np.isfinite(bert["mean"]["mrr"])
+
+
+def test_device_setting_resolves_to_what_torch_can_use() -> None:
+    has_gpu = torch.cuda.is_available()
+    assert resolve_device("auto").type == ("cuda" if has_gpu else "cpu")
+    assert resolve_device("cpu").type == "cpu"
+    if has_gpu:
+        assert resolve_device("cuda").type == "cuda"
+    else:
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="expected auto, cpu or cuda"):
+        resolve_device("tpu")
