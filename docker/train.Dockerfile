@@ -8,6 +8,7 @@ COPY model_store ./model_store
 COPY service ./service
 COPY training ./training
 COPY scripts ./scripts
+COPY configs ./configs
 RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.13.*" \
     && pip install ".[train]"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -138,3 +139,22 @@ def test_device_setting_resolves_to_what_torch_can_use() -> None:
             resolve_device("cuda")
     with pytest.raises(ValueError, match="expected auto, cpu or cuda"):
         resolve_device("tpu")
+
+
+@pytest.mark.parametrize(
+    ("config", "run"),
+    [("bert4cmr.json", "bert4cmr-s1"), ("bert4cmr-tuned.json", "tuned-s1")],
+)
+def test_recipe_files_are_the_settings_of_the_reported_runs(config: str, run: str) -> None:
+    """docs/results.md reports runs made with these files (by scripts/reproduce.sh)."""
+    root = Path(__file__).resolve().parents[2]
+    model, cfg = parse_settings(root / "configs" / config, ["seed=1", 'eval_splits=["test"]'])
+    recorded = json.loads((root / "docs/results/bert4cmr-h100" / run / "config.json").read_text())
+    expected_model = {
+        k: v for k, v in recorded["model"].items() if k not in ("n_items", "n_markets")
+    }
+    assert {**expected_model, **model} == expected_model
+    defaults = Bert4CMRConfig(n_items=2, n_markets=1)
+    for name, value in expected_model.items():  # a setting left out must be the default
+        assert model.get(name, getattr(defaults, name)) == value, name
+    assert json.loads(json.dumps(dataclasses.asdict(cfg))) == recorded["train"]
