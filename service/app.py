@@ -54,6 +54,10 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and not declared.isdigit():
+            response = JSONResponse({"error": "content-length is not a number"}, 400)
+            await response(scope, receive, send)
+            return
         if declared is not None and int(declared) > self.limit:
             response = JSONResponse({"error": f"request body over {self.limit} bytes"}, 413)
             await response(scope, receive, send)

@@ -42,7 +42,12 @@ class Reloader:
             s = self.settings
             try:
                 loaded = await asyncio.to_thread(
-                    load_version, self.store, current, s.provider, s.intra_threads, s.inter_threads
+                    load_version,
+                    self.store,
+                    current,
+                    s.provider,
+                    s.threads_per_call(),
+                    s.inter_threads,
                 )
             except Exception as e:
                 self.refused[current] = str(e)

@@ -1,11 +1,13 @@
 """``cmr bench serve``: the service under concurrent clients, against its model-bound ceiling.
 
-In one run: start the service (a ``cmr serve`` process) with batching on, then off;
+In one round: start the service (a ``cmr serve`` process) with batching on, then off;
 give users histories through ``POST /events``; let ``clients`` concurrent clients
 send recommendation requests of ``candidates`` candidates each for ``seconds``; then
 call the same graph directly, in the bench process, on the same requests grouped
 ``clients`` at a time: the most the model alone can do. Throughput is candidates
 scored per second; latency percentiles are per request as the clients saw them.
+Rounds repeat the three runs; the table gives each run's median over rounds and its
+share of the ceiling measured in the same round (shared machines drift).
 """
 
 from __future__ import annotations
@@ -244,30 +246,43 @@ def bench_serve(
     provider: Provider = "auto",
     port: int = 8765,
     market: str | None = None,
-) -> list[Measurement]:
+    rounds: int = 1,
+) -> list[list[Measurement]]:
+    """``rounds`` lists of [batching on, batching off, ceiling]."""
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
     store = ModelStore(store_root)
     workload = make_workload(store, market, users, candidates)
     results = []
-    for batching in (True, False):
-        with running_service(store_root, redis_url, port, batching, threads, provider) as url:
-            asyncio.run(_post_histories(url, workload))
-            name = f"service, batching {'on' if batching else 'off'}"
-            results.append(asyncio.run(_drive(url, workload, clients, seconds, name)))
-    results.append(ceiling(store, workload, clients, seconds, threads, provider))
+    for _ in range(rounds):
+        one = []
+        for batching in (True, False):
+            with running_service(store_root, redis_url, port, batching, threads, provider) as url:
+                asyncio.run(_post_histories(url, workload))
+                name = f"service, batching {'on' if batching else 'off'}"
+                one.append(asyncio.run(_drive(url, workload, clients, seconds, name)))
+        one.append(ceiling(store, workload, clients, seconds, threads, provider))
+        results.append(one)
     return results
 
 
-def measurement_table(results: Sequence[Measurement]) -> str:
-    top = results[-1].candidates_per_s
+def measurement_table(rounds: Sequence[Sequence[Measurement]]) -> str:
+    """One row per run: medians over rounds, each round's share of its own ceiling,
+    latency percentiles over every request of every round."""
     lines = [
-        "| run | requests | candidates/s | of ceiling | p50 ms | p95 ms | p99 ms |",
-        "|---|---|---|---|---|---|---|",
+        "| run | rounds | requests | candidates/s | of ceiling | p50 ms | p95 ms | p99 ms |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for m in results:
-        lines.append(
-            f"| {m.name} | {m.requests} | {m.candidates_per_s:,.0f} "
-            f"| {m.candidates_per_s / top:.0%} | {m.percentile(50):.1f} "
-            f"| {m.percentile(95):.1f} | {m.percentile(99):.1f} |"
+    for i, first in enumerate(rounds[0]):
+        runs = [r[i] for r in rounds]
+        share = np.median(
+            [m.candidates_per_s / r[-1].candidates_per_s for m, r in zip(runs, rounds, strict=True)]
         )
+        pooled = Measurement(
+            first.name, sum(m.requests for m in runs), sum(m.candidates for m in runs),
+            sum(m.seconds for m in runs), [t for m in runs for t in m.latencies],
+        )  # fmt: skip
+        cps = np.median([m.candidates_per_s for m in runs])
+        latency = [f"{pooled.percentile(q):.1f}" if pooled.latencies else "" for q in (50, 95, 99)]
+        cells = [first.name, len(runs), pooled.requests, f"{cps:,.0f}", f"{share:.0%}", *latency]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
     return "\n".join(lines) + "\n"

@@ -418,9 +418,13 @@ def bench_serve_command(
     clients: Annotated[int, typer.Option(help="Concurrent clients.")] = 32,
     candidates: Annotated[int, typer.Option(help="Candidates per request.")] = 200,
     seconds: Annotated[float, typer.Option(help="Duration of each run.")] = 10.0,
-    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads; 0 = per core.")] = 0,
+    threads: Annotated[
+        int,
+        typer.Option(help="onnxruntime threads per call; 0 = the service's default split."),
+    ] = 0,
     provider: Annotated[ProviderName, typer.Option(help="Execution provider.")] = ProviderName.auto,
     port: Annotated[int, typer.Option(help="Port for the service processes.")] = 8765,
+    rounds: Annotated[int, typer.Option(min=1, help="Repeat on / off / ceiling; medians.")] = 3,
 ) -> None:
     """Throughput and p50/p95/p99 latency of the service (store's current version) under
     concurrent clients, batching on and off, beside the graph called directly."""
@@ -429,7 +433,7 @@ def bench_serve_command(
     with user_errors():
         results = bench_serve(
             store, redis_url, clients, candidates, seconds=seconds, threads=threads,
-            provider=provider.value, port=port,
+            provider=provider.value, port=port, rounds=rounds,
         )  # fmt: skip
     print(measurement_table(results), end="")
 

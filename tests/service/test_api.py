@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 from model_store.catalogue import load_catalogues
 from model_store.store import ModelStore
 from model_store.vocab import Vocabulary
+from service.app import BodyLimit
 from service.serve_bench import bench_serve, measurement_table
 from service.settings import Settings
 from tests.service.conftest import KEY, Api, clone_version, free_port, running, settings
@@ -95,6 +97,25 @@ async def test_oversized_bodies_are_refused(store: ModelStore, flushed_redis: st
         events = [{"market": "aa", "user_id": "u" * 200, "item_id": "x"}] * 20
         reply = await api.http.post("/events", json={"events": events}, headers=KEY)
         assert reply.status_code == 413 and "2048" in reply.json()["error"]
+
+
+async def test_a_content_length_that_is_not_a_number_is_a_400() -> None:
+    async def never_called(scope: object, receive: object, send: object) -> None:
+        raise AssertionError("the request went past the limit check")
+
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"{}"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/events",
+             "headers": [(b"content-length", b"12abc")]}  # fmt: skip
+    await BodyLimit(never_called, limit=1024)(scope, receive, send)
+    assert sent[0]["status"] == 400
+    assert b"not a number" in sent[1]["body"]  # type: ignore[operator]
 
 
 async def test_recommendations_rank_as_the_torch_model(
@@ -283,22 +304,42 @@ def test_settings_need_an_api_key_outside_development(tmp_path: Path) -> None:
     assert Settings(store=tmp_path, development=True).api_key is None
 
 
+def test_onnxruntime_threads_split_the_cores_among_scoring_workers(tmp_path: Path) -> None:
+    cores = len(os.sched_getaffinity(0))
+    one = Settings(store=tmp_path, development=True, scoring_workers=1)
+    assert one.threads_per_call() == cores
+    many = Settings(store=tmp_path, development=True, scoring_workers=cores + 1)
+    assert many.threads_per_call() == 1  # never 0, which would mean "every core" to onnxruntime
+    pinned = Settings(store=tmp_path, development=True, scoring_workers=2, intra_threads=3)
+    assert pinned.threads_per_call() == 3
+
+
 def test_bench_serve_drives_a_running_service(store: ModelStore, flushed_redis: str) -> None:
     """`cmr bench serve` end to end on the tiny store: both service runs answer every
-    request, and the ceiling is measured on the same requests."""
-    results = bench_serve(
+    request, and the ceiling is measured on the same requests, in every round."""
+    rounds = bench_serve(
         store.root, flushed_redis, clients=4, candidates=50, users=16, seconds=0.5,
-        threads=1, provider="cpu", port=free_port(),
+        threads=1, provider="cpu", port=free_port(), rounds=2,
     )  # fmt: skip
-    assert [r.name for r in results] == [
-        "service, batching on",
-        "service, batching off",
-        "model alone (ceiling)",
-    ]
-    for result in results:
-        assert result.requests > 0 and result.candidates == 50 * result.requests * (
-            1 if result.latencies else 4
-        )
-    assert len(results[0].latencies) == results[0].requests
-    table = measurement_table(results)
-    assert "| model alone (ceiling) |" in table and "100%" in table
+    assert len(rounds) == 2
+    for results in rounds:
+        assert [r.name for r in results] == [
+            "service, batching on",
+            "service, batching off",
+            "model alone (ceiling)",
+        ]
+        for result in results:
+            assert result.requests > 0 and result.candidates == 50 * result.requests * (
+                1 if result.latencies else 4
+            )
+        assert len(results[0].latencies) == results[0].requests
+    rows = {
+        cells[0]: cells[1:]
+        for line in measurement_table(rounds).splitlines()[2:]
+        for cells in [[c.strip() for c in line.strip("|").split("|")]]
+    }
+    on, ceiling = rows["service, batching on"], rows["model alone (ceiling)"]
+    assert on[:2] == ["2", str(sum(r[0].requests for r in rounds))]
+    assert all(float(ms) > 0 for ms in on[4:])  # p50, p95, p99
+    assert ceiling[:2] == ["2", str(sum(r[2].requests for r in rounds))]
+    assert ceiling[3:] == ["100%", "", "", ""]
