@@ -9,7 +9,7 @@ data=$1 run=$2 store=$3
 shift 3
 cmr=${CMR:-cmr}
 # The tuned recipe: about 4 minutes a seed on an H100 (three sharing the card); not
-# timed on 2 cores, where its d = 128
-# epochs cost twice those of configs/bert4cmr.json (51 minutes a seed there).
+# timed on 2 cores, where its d = 128 epochs cost twice those of configs/bert4cmr.json
+# (51 minutes a seed there).
 "$cmr" train --data "$data" --out "$run" --config configs/bert4cmr-tuned.json "$@"
 "$cmr" export --run "$run" --store "$store"
