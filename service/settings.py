@@ -29,7 +29,8 @@ class Settings(BaseSettings):
     )
     max_wait_ms: float = Field(2.0, ge=0, description="Longest a request waits for company.")
     # Two calls at once: one gathers its inputs or hands back results while the other
-    # computes (on 2 cores, 2 x 1 thread served 61% of the ceiling, 1 x 2 threads 54%).
+    # computes; on 2 cores, two calls of one thread beat one call of two
+    # (docs/benchmarks.md).
     scoring_workers: int = Field(
         2, ge=1, le=16, description="Scoring calls that may run at once, each in a thread."
     )

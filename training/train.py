@@ -151,7 +151,7 @@ def _load_state(
     opt.load_state_dict(saved["optimizer"])
     torch.set_rng_state(saved["torch_rng"].cpu())
     if saved.get("cuda_rng") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([state.cpu() for state in saved["cuda_rng"]])
+        torch.cuda.set_rng_state_all([rng_state.cpu() for rng_state in saved["cuda_rng"]])
     return state
 
 
