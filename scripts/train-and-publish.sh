@@ -8,8 +8,8 @@ cd "$(dirname "$0")/.."
 data=$1 run=$2 store=$3
 shift 3
 cmr=${CMR:-cmr}
-# The tuned recipe: about 4 minutes a seed on an H100 (three sharing the card); not
-# timed on 2 cores, where its d = 128 epochs cost twice those of configs/bert4cmr.json
-# (51 minutes a seed there).
+# The tuned recipe: about 4 minutes a seed on an H100 (three sharing the card); on 2
+# cores its training alone took 62 minutes (docs/results.md), where configs/bert4cmr.json
+# takes 51 minutes a seed in all.
 "$cmr" train --data "$data" --out "$run" --config configs/bert4cmr-tuned.json "$@"
 "$cmr" export --run "$run" --store "$store"
