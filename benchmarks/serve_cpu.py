@@ -40,19 +40,8 @@ def thread_seconds(pid: int) -> dict[str, float]:
     return out
 
 
-def pid_listening_on(port: int) -> int:
-    """The service process: the one whose command line names our port."""
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"serve" in cmdline and str(port).encode() in cmdline:
-            return int(pid)
-    raise RuntimeError(f"no service process on port {port}")
-
-
 def redis_pid(port: int) -> int | None:
+    """The redis-server serving ``port``, if it runs on this machine."""
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -74,10 +63,10 @@ def main() -> None:
     args = parser.parse_args()
     workload = make_workload(ModelStore(args.store), None, 256, args.candidates)
     redis = redis_pid(urlsplit(args.redis_url).port or 6379)
-    with running_service(args.store, args.redis_url, args.port, True, 0, "auto") as url:
+    with running_service(args.store, args.redis_url, args.port, True, 0, "auto") as service:
+        url, pid = service
         asyncio.run(_post_histories(url, workload))
         asyncio.run(_drive(url, workload, args.clients, 2.0, "warm-up"))  # threads exist now
-        pid = pid_listening_on(args.port)
         before_threads, before_self = thread_seconds(pid), sum(os.times()[:2])
         before_redis = cpu_seconds(f"/proc/{redis}/stat") if redis else 0.0
         before_metrics = httpx.get(f"{url}/metrics").text

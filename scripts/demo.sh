@@ -4,6 +4,7 @@
 #   usage: scripts/demo.sh DATA_DIR [RUNS_DIR]   (run by scripts/run.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/venv.sh
 data=$1
 runs=${2:-runs}
 cmr=.venv/bin/cmr
@@ -17,12 +18,7 @@ store=$runs/demo-store
 
 echo "== Redis and the service"
 # redis-server, and curl to talk to the service, from the system's packages when missing.
-missing=()
-command -v redis-server >/dev/null || missing+=(redis-server)
-command -v curl >/dev/null || missing+=(curl)
-if [ ${#missing[@]} -gt 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+install_system_packages redis-server=redis-server curl=curl
 redis_port=6391
 redis-server --port "$redis_port" --save "" --appendonly no --daemonize yes >/dev/null
 export CMR_STORE=$store CMR_REDIS_URL=redis://127.0.0.1:$redis_port/0 CMR_API_KEY=demo-key

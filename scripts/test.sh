@@ -8,15 +8,8 @@ source scripts/venv.sh
 install_project "train,serve,dev"
 # System tools the tests use: a real redis-server for the service tests, and the
 # validators of the deployment files (docker-compose config, promtool).
-missing=()
-command -v redis-server >/dev/null || missing+=(redis-server)
-command -v docker-compose >/dev/null || missing+=(docker-compose)
-command -v promtool >/dev/null || missing+=(prometheus)
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "== installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+install_system_packages redis-server=redis-server docker-compose=docker-compose \
+    promtool=prometheus
 echo "== ruff"
 .venv/bin/ruff check training model_store service tests benchmarks
 echo "== mypy"

@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 import numpy as np
@@ -89,10 +90,15 @@ def make_workload(
     return Workload(market, names, histories, asks)
 
 
+class RunningService(NamedTuple):
+    url: str
+    pid: int
+
+
 @contextmanager
 def running_service(
     store: Path, redis_url: str, port: int, batching: bool, threads: int, provider: Provider
-) -> Iterator[str]:
+) -> Iterator[RunningService]:
     env = os.environ | {
         "CMR_STORE": str(store),
         "CMR_REDIS_URL": redis_url,
@@ -120,7 +126,7 @@ def running_service(
                     tail = log.read().decode(errors="replace")[-2000:]
                     raise RuntimeError(f"the service did not become ready:\n{tail}")
                 time.sleep(0.2)
-            yield url
+            yield RunningService(url, process.pid)
         finally:
             process.terminate()
             process.wait(30)
@@ -256,10 +262,10 @@ def bench_serve(
     for _ in range(rounds):
         one = []
         for batching in (True, False):
-            with running_service(store_root, redis_url, port, batching, threads, provider) as url:
-                asyncio.run(_post_histories(url, workload))
+            with running_service(store_root, redis_url, port, batching, threads, provider) as svc:
+                asyncio.run(_post_histories(svc.url, workload))
                 name = f"service, batching {'on' if batching else 'off'}"
-                one.append(asyncio.run(_drive(url, workload, clients, seconds, name)))
+                one.append(asyncio.run(_drive(svc.url, workload, clients, seconds, name)))
         one.append(ceiling(store, workload, clients, seconds, threads, provider))
         results.append(one)
     return results
