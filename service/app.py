@@ -7,8 +7,8 @@ Every error is JSON ``{"error": ..., "detail"?: ...}``. Redis trouble is a 503 w
 from __future__ import annotations
 
 import hmac
-import json
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,12 +24,14 @@ from redis import asyncio as aioredis
 from starlette.exceptions import HTTPException
 
 from service.batching import BatchingScorer
+from service.errors import error_body, validation_detail
 from service.graphs import LoadedVersion
 from service.history import Event, HistoryStore, HistoryUnavailable
 from service.metrics import Metrics
-from service.ranking import candidates_for, known_history, popularity_scores, top_k
+from service.recommend import PATH, RecommendRoute
 from service.reloader import Reloader
 from service.schemas import (
+    ErrorOut,
     EventsIn,
     EventsOut,
     MarketOut,
@@ -168,9 +170,14 @@ def create_app(settings: Settings) -> FastAPI:
             log.warning("no model loaded at start: %s", e)
         await scorer.start()
         reloader.start()
+        # A scoring thread whose call returned waits for the GIL until the event loop
+        # lets go of it, by default up to 5 ms: long beside a 20 ms call.
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(settings.switch_interval_ms / 1000)
         try:
             yield
         finally:
+            sys.setswitchinterval(switch)
             await reloader.stop()
             await scorer.stop()
             await client.aclose()
@@ -186,17 +193,21 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+        return JSONResponse(error_body(exc.detail), status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
-        return JSONResponse({"error": "invalid request", "detail": detail}, status_code=422)
+        detail = validation_detail(exc.errors())
+        return JSONResponse(error_body("invalid request", detail), status_code=422)
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(error_body("internal error"), 500)  # Starlette logs it
 
     @app.exception_handler(HistoryUnavailable)
     async def redis_down(request: Request, exc: HistoryUnavailable) -> JSONResponse:
         metrics.redis_errors.inc()
-        return JSONResponse({"error": "history store unavailable", "detail": str(exc)}, 503)
+        return JSONResponse(error_body("history store unavailable", str(exc)), 503)
 
     @app.post("/events", dependencies=[Depends(_api_key)])
     async def post_events(body: EventsIn, history: History, loaded: Loaded) -> EventsOut:
@@ -221,43 +232,6 @@ def create_app(settings: Settings) -> FastAPI:
             duplicates=sum(d for _, d in counts.values()),
             unknown_items=unknown,
         )
-
-    @app.post("/markets/{market}/recommend", response_model=RecommendOut)
-    async def recommend(
-        market: str, body: RecommendIn, history: History, loaded: Loaded
-    ) -> Response:
-        model = loaded.markets.get(market)
-        if model is None:
-            raise HTTPException(404, f"unknown market {market!r}; GET /markets lists them")
-        seen = known_history(
-            loaded.vocabulary, await history.history(market, body.user_id), loaded.max_history
-        )
-        candidates = candidates_for(
-            model, loaded.vocabulary, body.candidates, seen, body.exclude_seen
-        )
-        if len(seen) == 0 or len(candidates) == 0:
-            fallback = "popularity" if len(seen) == 0 else None
-            scores = popularity_scores(model, candidates)
-        else:
-            fallback = None
-            scores = await scorer.score(model.graph, seen, candidates, model.index)
-            metrics.candidates.labels(market).inc(len(candidates))
-        best, best_scores = top_k(candidates, scores, body.k)
-        item = loaded.vocabulary.item
-        # Serialised here, in the shape of RecommendOut: FastAPI's validation of a
-        # returned model would cost more than the rest of the route.
-        payload = {
-            "market": market,
-            "user_id": body.user_id,
-            "items": [
-                {"item_id": item(i), "score": s}
-                for i, s in zip(best.tolist(), best_scores.tolist(), strict=True)
-            ],
-            "model_version": loaded.version,
-            "variant": loaded.variant,
-            "fallback": fallback,
-        }
-        return Response(json.dumps(payload), media_type="application/json")
 
     @app.get("/markets")
     async def markets(loaded: Loaded) -> MarketsOut:
@@ -306,6 +280,51 @@ def create_app(settings: Settings) -> FastAPI:
             )
         return JSONResponse({"serving": loaded.version, "variant": loaded.variant})
 
+    # The first added is the innermost: the hot route sits inside the body limit and
+    # the request metrics, and answers before FastAPI's router.
+    app.add_middleware(
+        RecommendRoute, state=app.state, reloader=reloader, scorer=scorer, metrics=metrics
+    )
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics, reloader=reloader)
+    _document_recommend(app)
     return app
+
+
+def _document_recommend(app: FastAPI) -> None:
+    """Put the hot route, which FastAPI's router never sees, in /openapi.json."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        ref = "#/components/schemas/{model}"
+        for model in (RecommendIn, RecommendOut, ErrorOut):
+            found = model.model_json_schema(ref_template=ref)
+            components.update(found.pop("$defs", {}))
+            components[model.__name__] = found
+
+        def body(model: str) -> dict[str, Any]:
+            return {"application/json": {"schema": {"$ref": ref.format(model=model)}}}
+
+        schema["paths"][PATH] = {
+            "post": {
+                "summary": "Recommend",
+                "description": "The user's ranking of the given candidates, or else of the "
+                "market's catalogue; the market's popularity for a user without history.",
+                "parameters": [
+                    {"name": "market", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "requestBody": {"required": True, "content": body("RecommendIn")},
+                "responses": {
+                    "200": {"description": "Ranked items", "content": body("RecommendOut")},
+                    "default": {"description": "Error", "content": body("ErrorOut")},
+                },
+            }
+        }
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,20 +1,24 @@
 """The batching scorer: concurrent requests share onnxruntime calls.
 
-Requests wait in a queue. A collector takes the oldest and keeps adding queued
-requests until the padded batch would exceed ``max_rows`` candidate rows or the
-oldest has waited ``max_wait_s``; the batch is split by graph (requests of
+Requests wait in one queue. ``workers`` threads each loop: take the oldest request,
+add queued requests until the padded batch would exceed ``max_rows`` candidate rows
+(by default ``DEFAULT_ROWS`` of the graph's provider) or the oldest has waited
+``max_wait_s``, split the batch by graph (requests of
 different markets share a call when one graph serves them, the market id being an
-input) and each part is one call, run in a worker thread, never on the event loop.
-While a call runs, the next batch gathers. A row's scores do not depend on the
-other rows of its call, so each request gets the ranking it would get alone.
+input), run one call per part and hand the scores back to the event loop. The
+threads take their next batch themselves, so a worker never waits for the event
+loop between calls, and onnxruntime never runs on the event loop. Without batching
+a batch is one request. A row's scores do not depend on the other rows of its call,
+so each request gets the ranking it would get alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
-from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +29,12 @@ from service.graphs import Graph
 from service.metrics import Metrics
 
 Scores = NDArray[np.float32]
+
+# Candidate rows per call when the settings leave it open. On CPU a row costs more
+# in a wide call, whose activations outgrow the cache (1.42 ms of CPU per request
+# of 200 candidates in calls of 4 requests, 1.59 ms in calls of 32; docs/benchmarks.md);
+# a GPU wants wide calls.
+DEFAULT_ROWS = {"cpu": 1_024, "cuda": 65_536}
 
 
 @dataclass
@@ -37,94 +47,99 @@ class _Job:
     enqueued: float = field(default_factory=time.perf_counter)
 
 
+class ScorerStopped(RuntimeError):
+    pass
+
+
 class BatchingScorer:
     def __init__(
-        self, metrics: Metrics, max_rows: int, max_wait_s: float, enabled: bool, workers: int = 1
+        self,
+        metrics: Metrics,
+        max_rows: int,
+        max_wait_s: float,
+        enabled: bool,
+        workers: int = 1,
     ) -> None:
+        """``max_rows`` 0: the default of the graph's provider."""
         self.metrics = metrics
         self.max_rows = max_rows
         self.max_wait_s = max_wait_s
         self.enabled = enabled
-        # ``workers`` calls may run at once, each in its own thread; a batch gathers
-        # while every worker is busy.
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="onnxruntime")
-        self._slots = asyncio.Semaphore(workers)
-        self._running: set[asyncio.Task[None]] = set()
-        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
-        self._collector: asyncio.Task[None] | None = None
+        self.workers = workers
+        self._jobs: deque[_Job] = deque()
+        self._changed = threading.Condition()
+        self._stopping = False
+        self._threads: list[threading.Thread] = []
 
     async def start(self) -> None:
-        if self.enabled:
-            self._collector = asyncio.create_task(self._collect(), name="batching-scorer")
+        self._stopping = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"onnxruntime_{i}", daemon=True)
+            for i in range(self.workers)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     async def stop(self) -> None:
-        if self._collector is not None:
-            self._collector.cancel()
-            await asyncio.gather(self._collector, return_exceptions=True)
-        await asyncio.gather(*self._running, return_exceptions=True)
-        while not self._queue.empty():
-            job = self._queue.get_nowait()
+        """Finish the calls under way; fail the requests still queued."""
+        with self._changed:
+            self._stopping = True
+            left = list(self._jobs)
+            self._jobs.clear()
+            self._changed.notify_all()
+        for job in left:
             if not job.future.done():
-                job.future.set_exception(RuntimeError("the scorer stopped"))
-        self._executor.shutdown(wait=True)
+                job.future.set_exception(ScorerStopped("the scorer stopped"))
+        for thread in self._threads:
+            await asyncio.to_thread(thread.join)
 
     async def score(
         self, graph: Graph, history: IntArray, candidates: IntArray, market: int
     ) -> Scores:
         """Scores of ``candidates`` for one user, in their order."""
         job = _Job(graph, history, candidates, market, asyncio.get_running_loop().create_future())
-        if self.enabled:
-            await self._queue.put(job)
-        else:
-            await self._run([job])
+        with self._changed:
+            if self._stopping:
+                raise ScorerStopped("the scorer stopped")
+            self._jobs.append(job)
+            self._changed.notify()
         return await job.future
 
-    def _dispatch(self, batch: list[_Job]) -> None:
-        """Run ``batch`` on the worker whose slot the collector holds."""
-        task = asyncio.create_task(self._run(batch))
-        self._running.add(task)
+    def _work(self) -> None:
+        while (batch := self._take()) is not None:
+            self._run(batch)
 
-        def finished(done: asyncio.Task[None]) -> None:
-            self._running.discard(done)
-            self._slots.release()
-
-        task.add_done_callback(finished)
-
-    async def _collect(self) -> None:
-        while True:
-            # A free worker first, then the batch: requests that arrive while every
-            # worker is busy join the next batch instead of waiting one call more.
-            await self._slots.acquire()
-            batch = [await self._queue.get()]
+    def _take(self) -> list[_Job] | None:
+        """The next batch (None once stopping): blocks for the first request, then
+        gathers until the batch is full or the oldest request's wait is over."""
+        with self._changed:
+            while not self._jobs:
+                if self._stopping:
+                    return None
+                self._changed.wait()
+            batch = [self._jobs.popleft()]
+            if not self.enabled:
+                return batch
             width = len(batch[0].candidates)
+            max_rows = self.max_rows or DEFAULT_ROWS.get(batch[0].graph.provider, 1_024)
             deadline = batch[0].enqueued + self.max_wait_s
             while True:
-                if self._queue.empty():
-                    remaining = deadline - time.perf_counter()
-                    if remaining <= 0:
-                        break
-                    try:
-                        job = await asyncio.wait_for(self._queue.get(), remaining)
-                    except TimeoutError:
-                        break
-                else:
-                    job = self._queue.get_nowait()
-                new_width = max(width, len(job.candidates))
-                if (len(batch) + 1) * new_width > self.max_rows:  # padded candidate rows
-                    self._dispatch(batch)  # full: this job starts the next batch
-                    await self._slots.acquire()
-                    batch, width = [job], len(job.candidates)
-                    deadline = job.enqueued + self.max_wait_s
-                    continue
-                batch.append(job)
-                width = new_width
-            self._dispatch(batch)
+                while self._jobs:
+                    new_width = max(width, len(self._jobs[0].candidates))
+                    if (len(batch) + 1) * new_width > max_rows:  # padded candidate rows
+                        return batch  # full: the next request starts the next batch
+                    batch.append(self._jobs.popleft())
+                    width = new_width
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0 or self._stopping:
+                    return batch
+                self._changed.wait(remaining)
 
-    async def _run(self, batch: list[_Job]) -> None:
+    def _run(self, batch: list[_Job]) -> None:
+        """Score ``batch`` in this worker thread, one call per graph."""
         groups: dict[int, list[_Job]] = defaultdict(list)
         for job in batch:
             groups[id(job.graph)].append(job)
-        loop = asyncio.get_running_loop()
         for jobs in groups.values():
             jobs = [j for j in jobs if not j.future.done()]  # cancelled by their clients
             if not jobs:
@@ -136,17 +151,36 @@ class BatchingScorer:
             candidates = pad_histories([j.candidates for j in jobs])
             market = np.array([j.market for j in jobs], dtype=np.int64)
             try:
-                scores = await loop.run_in_executor(
-                    self._executor, jobs[0].graph.score, history, candidates, market
-                )
+                scores = jobs[0].graph.score(history, candidates, market)
             except Exception as e:  # a failed call fails its requests, not the scorer
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(e)
+                _deliver(jobs, e)
                 continue
             self.metrics.inference.observe(time.perf_counter() - start)
             self.metrics.batch_requests.observe(len(jobs))
             self.metrics.batch_rows.observe(candidates.size)
-            for row, job in enumerate(jobs):
-                if not job.future.done():
-                    job.future.set_result(scores[row, : len(job.candidates)].astype(np.float32))
+            _deliver(
+                jobs,
+                [scores[row, : len(j.candidates)].astype(np.float32) for row, j in enumerate(jobs)],
+            )
+
+
+def _deliver(jobs: list[_Job], outcome: list[Scores] | Exception) -> None:
+    """Hand a call's outcome to the event loop(s) its requests wait on: one wake-up per
+    loop, not per request."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[int]] = defaultdict(list)
+    for i, job in enumerate(jobs):
+        by_loop[job.future.get_loop()].append(i)
+
+    def settle(rows: list[int]) -> None:
+        for i in rows:
+            future = jobs[i].future
+            if future.done():  # its client went away
+                continue
+            if isinstance(outcome, Exception):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome[i])
+
+    for loop, rows in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(settle, rows)

@@ -25,6 +25,7 @@ class Graph:
 
     name: str  # its file in the version, e.g. markets/de.onnx
     session: ort.InferenceSession
+    provider: str  # what the session actually runs on: cuda or cpu
 
     def score(self, history: IntArray, candidates: IntArray, market: IntArray) -> np.ndarray:
         (scores,) = self.session.run(
@@ -70,13 +71,13 @@ def load_version(
         name, fine_tuned = manifest.graph_for(code)
         if name not in graphs:
             session = make_session(opened.file(name), provider, intra_threads, inter_threads)
-            graphs[name] = Graph(name, session)
+            graphs[name] = Graph(name, session, active_provider(session))
         if code not in catalogues:
             raise StoreError(f"version {manifest.version}: no catalogue for market {code!r}")
         markets[code] = MarketModel(code, index, graphs[name], fine_tuned, catalogues[code])
     for model in markets.values():
         _warm_up(model, manifest.version)
-    providers = {active_provider(g.session) for g in graphs.values()}
+    providers = {g.provider for g in graphs.values()}
     return LoadedVersion(
         version=manifest.version,
         variant=manifest.variant,

@@ -25,7 +25,10 @@ class Settings(BaseSettings):
     # Batching: requests waiting together are scored in one onnxruntime call.
     batching: bool = True
     max_batch_rows: int = Field(
-        65_536, ge=1, description="Candidate rows (requests x candidates) per call."
+        0,
+        ge=0,
+        description="Candidate rows (requests x candidates) per call; 0 = 1,024 on CPU, "
+        "65,536 on CUDA.",
     )
     max_wait_ms: float = Field(2.0, ge=0, description="Longest a request waits for company.")
     # Two calls at once: one gathers its inputs or hands back results while the other
@@ -39,6 +42,9 @@ class Settings(BaseSettings):
         0, ge=0, description="onnxruntime threads per call; 0 = the cores split among workers."
     )
     inter_threads: int = Field(1, ge=1)
+    switch_interval_ms: float = Field(
+        0.5, gt=0, description="Python's thread switch interval (GIL hand-over), ms."
+    )
     redis_timeout_s: float = Field(1.0, gt=0, description="Per Redis call; then 503.")
     reload_interval_s: float = Field(10.0, ge=0, description="Polling for a new current; 0 off.")
     max_body_bytes: int = Field(1 << 20, ge=1024)

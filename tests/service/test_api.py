@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from model_store.catalogue import load_catalogues
 from model_store.store import ModelStore
 from model_store.vocab import Vocabulary
 from service.app import BodyLimit
+from service.batching import BatchingScorer
 from service.serve_bench import bench_serve, measurement_table
 from service.settings import Settings
 from tests.service.conftest import KEY, Api, clone_version, free_port, running, settings
@@ -96,6 +98,18 @@ async def test_oversized_bodies_are_refused(store: ModelStore, flushed_redis: st
     async with running(settings(store, flushed_redis, max_body_bytes=2048)) as api:
         events = [{"market": "aa", "user_id": "u" * 200, "item_id": "x"}] * 20
         reply = await api.http.post("/events", json={"events": events}, headers=KEY)
+        assert reply.status_code == 413 and "2048" in reply.json()["error"]
+        body = {"user_id": "u", "candidates": ["x" * 100] * 30}
+        reply = await api.http.post("/markets/aa/recommend", json=body)
+        assert reply.status_code == 413 and "2048" in reply.json()["error"]
+
+        async def streamed() -> AsyncIterator[bytes]:  # no content-length: counted as read
+            yield b'{"user_id": "u", "candidates": ['
+            for _ in range(30):
+                yield b'"' + b"x" * 100 + b'",'
+            yield b'"x"]}'
+
+        reply = await api.http.post("/markets/aa/recommend", content=streamed())
         assert reply.status_code == 413 and "2048" in reply.json()["error"]
 
 
@@ -179,6 +193,36 @@ async def test_recommend_refuses_bad_requests(api: Api) -> None:
                  {"user_id": "u", "candidates": ["x"] * 5001}]:  # fmt: skip
         reply = await api.http.post("/markets/aa/recommend", json=body)
         assert reply.status_code == 422, body
+        assert reply.json()["error"] == "invalid request"
+    reply = await api.http.post("/markets/aa/recommend", json={"user_id": "u", "k": 0})
+    assert [d["loc"] for d in reply.json()["detail"]] == [["body", "k"]]
+    reply = await api.http.post("/markets/aa/recommend", content=b'{"user_id": ')
+    assert reply.status_code == 422 and reply.json()["detail"][0]["type"] == "json_invalid"
+    reply = await api.http.get("/markets/aa/recommend")
+    assert reply.status_code == 405 and reply.headers["allow"] == "POST"
+
+
+async def test_a_failed_scoring_call_is_a_json_500(
+    api: Api, store: ModelStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _post_history(api, "aa", "u", _catalogue(store, "aa")[:3])
+
+    async def broken(*args: object) -> None:
+        raise RuntimeError("onnxruntime failed")
+
+    monkeypatch.setattr(BatchingScorer, "score", broken)
+    reply = await api.http.post("/markets/aa/recommend", json={"user_id": "u"})
+    assert reply.status_code == 500 and reply.json() == {"error": "internal error"}
+
+
+async def test_the_recommend_route_is_documented(api: Api) -> None:
+    spec = (await api.http.get("/openapi.json")).json()
+    post = spec["paths"]["/markets/{market}/recommend"]["post"]
+    schema = post["requestBody"]["content"]["application/json"]["schema"]
+    assert schema == {"$ref": "#/components/schemas/RecommendIn"}
+    assert {"RecommendIn", "RecommendOut", "ScoredItem", "ErrorOut"} <= set(
+        spec["components"]["schemas"]
+    )
 
 
 async def test_concurrent_requests_share_one_call_and_rank_as_alone(

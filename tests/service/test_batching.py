@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from model_store.vocab import IntArray
-from service.batching import BatchingScorer
+from service.batching import DEFAULT_ROWS, BatchingScorer
 from service.metrics import Metrics
 
 pytestmark = pytest.mark.anyio
@@ -22,6 +22,7 @@ class CountingGraph:
 
     def __init__(self, fail: bool = False) -> None:
         self.name = "counting"
+        self.provider = "cpu"
         self.calls: list[tuple[int, int]] = []
         self.threads: set[str] = set()
         self.fail = fail
@@ -61,6 +62,16 @@ async def test_a_batch_never_exceeds_max_rows() -> None:
     await asyncio.gather(*jobs)
     await scorer.stop()
     assert all(b * c <= 100 for b, c in graph.calls) and sum(b for b, _ in graph.calls) == 5
+
+
+async def test_the_default_width_is_the_providers() -> None:
+    graph = CountingGraph()
+    scorer = await _scorer(max_rows=0, max_wait_s=0.05, enabled=True)
+    jobs = [scorer.score(graph, np.array([1]), np.arange(1, 201), market=0) for _ in range(12)]
+    await asyncio.gather(*jobs)
+    await scorer.stop()
+    widest = DEFAULT_ROWS["cpu"] // 200
+    assert max(b for b, _ in graph.calls) == widest and sum(b for b, _ in graph.calls) == 12
 
 
 async def test_without_batching_every_request_is_its_own_call() -> None:

@@ -1,0 +1,70 @@
+"""What a request costs onnxruntime as its call gets wider: the basis of the
+batching scorer's default rows per call on CPU (service/batching.py DEFAULT_ROWS).
+
+Scores the `cmr bench serve` workload (the store's current version, its largest
+market, 200 candidates per request) in calls of B requests, for several B, with
+one and with two intra-op threads, and prints the candidates scored per second and
+the CPU time per request. Each setting runs for ``--seconds``; the settings run one
+after another in this process.
+
+    .venv/bin/python benchmarks/call_width.py --store runs/store [--seconds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from model_store.store import ModelStore
+from model_store.vocab import pad_histories
+from service.graphs import load_version
+from service.serve_bench import make_workload
+
+WIDTHS = (1, 4, 9, 16, 32, 64)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--store", type=Path, required=True)
+    parser.add_argument("--candidates", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    args = parser.parse_args()
+    store = ModelStore(args.store)
+    workload = make_workload(store, None, 256, args.candidates)
+    print("| threads | requests per call | candidate rows | candidates/s | CPU ms per request |")
+    print("|---|---|---|---|---|")
+    for threads in (1, 2):
+        loaded = load_version(store, None, "cpu", threads, 1)
+        model = loaded.markets[workload.market]
+        histories = [loaded.vocabulary.lookup(h) for h in workload.histories]
+        candidates = [loaded.vocabulary.lookup(c) for c in workload.candidates]
+        for width in WIDTHS:
+            calls = [
+                (
+                    pad_histories(histories[i : i + width]),
+                    pad_histories(candidates[i : i + width]),
+                    np.full(len(histories[i : i + width]), model.index, dtype=np.int64),
+                )
+                for i in range(0, len(histories), width)
+            ]
+            model.graph.score(*calls[0])  # warm-up
+            requests, done = 0, 0
+            began, cpu = time.perf_counter(), time.process_time()
+            while time.perf_counter() - began < args.seconds:
+                call = calls[done % len(calls)]
+                model.graph.score(*call)
+                requests += len(call[0])
+                done += 1
+            wall, cpu = time.perf_counter() - began, time.process_time() - cpu
+            rate = requests * args.candidates / wall
+            print(
+                f"| {threads} | {width} | {width * args.candidates:,} | {rate:,.0f} | "
+                f"{cpu / requests * 1000:.2f} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
