@@ -31,9 +31,9 @@ from service.metrics import Metrics
 Scores = NDArray[np.float32]
 
 # Candidate rows per call when the settings leave it open. On CPU a row costs more
-# in a wide call, whose activations outgrow the cache (1.42 ms of CPU per request
-# of 200 candidates in calls of 4 requests, 1.59 ms in calls of 32; docs/benchmarks.md);
-# a GPU wants wide calls.
+# in a wide call, whose activations outgrow the cache (1.41 ms of CPU per request
+# of 200 candidates in calls of 4 requests, 1.56 ms in calls of 32: benchmarks/
+# call_width.py in docs/benchmarks.md); a GPU wants wide calls.
 DEFAULT_ROWS = {"cpu": 1_024, "cuda": 65_536}
 
 
