@@ -75,6 +75,27 @@ async def test_events_follow_timestamps_when_all_have_one(api: Api, store: Model
     assert await api.app.state.history.history("bb", "u") == [items[1], items[2], items[0]]
 
 
+async def test_history_reads_that_arrive_together_share_one_pipeline(
+    api: Api, store: ModelStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    items = _catalogue(store, "aa")
+    for i in range(4):
+        await _post_history(api, "aa", f"p{i}", items[i : i + 2])
+    history = api.app.state.history
+    pipelines = 0
+    make = history.client.pipeline
+
+    def counting(*args: object, **kwargs: object) -> object:
+        nonlocal pipelines
+        pipelines += 1
+        return make(*args, **kwargs)
+
+    monkeypatch.setattr(history.client, "pipeline", counting)
+    read = await asyncio.gather(*(history.history("aa", f"p{i}") for i in range(4)))
+    assert read == [items[i : i + 2] for i in range(4)]  # each its own, oldest first
+    assert pipelines == 1
+
+
 async def test_bad_events_are_refused_with_reasons(api: Api) -> None:
     unknown = {"events": [{"market": "zz", "user_id": "u", "item_id": "x"}]}
     reply = await api.http.post("/events", json=unknown, headers=KEY)
