@@ -1,5 +1,8 @@
 """The HTTP API: thin routes over the history store, the batching scorer and the reloader.
 
+The recommend route, the hot one, is a plain ASGI layer (service/recommend.py) that
+FastAPI's router never sees; this module puts it in place and in /openapi.json.
+
 Every error is JSON ``{"error": ..., "detail"?: ...}``. Redis trouble is a 503 within
 ``redis_timeout_s``; no model loaded is a 503; bad input is a 4xx naming the problem.
 """
@@ -171,7 +174,7 @@ def create_app(settings: Settings) -> FastAPI:
         await scorer.start()
         reloader.start()
         # A scoring thread whose call returned waits for the GIL until the event loop
-        # lets go of it, by default up to 5 ms: long beside a 20 ms call.
+        # lets go of it, by default up to 5 ms: long beside a call of about 10 ms.
         switch = sys.getswitchinterval()
         sys.setswitchinterval(settings.switch_interval_ms / 1000)
         try:

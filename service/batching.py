@@ -48,7 +48,7 @@ class _Job:
 
 
 class ScorerStopped(RuntimeError):
-    pass
+    """The service is shutting down: the request was not scored."""
 
 
 class BatchingScorer:
@@ -121,7 +121,7 @@ class BatchingScorer:
             if not self.enabled:
                 return batch
             width = len(batch[0].candidates)
-            max_rows = self.max_rows or DEFAULT_ROWS.get(batch[0].graph.provider, 1_024)
+            max_rows = self.max_rows or DEFAULT_ROWS[batch[0].graph.provider]
             deadline = batch[0].enqueued + self.max_wait_s
             while True:
                 while self._jobs:
@@ -147,10 +147,10 @@ class BatchingScorer:
             start = time.perf_counter()
             for job in jobs:
                 self.metrics.queue_wait.observe(start - job.enqueued)
-            history = pad_histories([j.history for j in jobs])
-            candidates = pad_histories([j.candidates for j in jobs])
-            market = np.array([j.market for j in jobs], dtype=np.int64)
             try:
+                history = pad_histories([j.history for j in jobs])
+                candidates = pad_histories([j.candidates for j in jobs])
+                market = np.array([j.market for j in jobs], dtype=np.int64)
                 scores = jobs[0].graph.score(history, candidates, market)
             except Exception as e:  # a failed call fails its requests, not the scorer
                 _deliver(jobs, e)
