@@ -16,12 +16,9 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-
 from model_store.store import ModelStore
-from model_store.vocab import pad_histories
 from service.graphs import load_version
-from service.serve_bench import make_workload
+from service.serve_bench import direct_calls, make_workload, time_calls
 
 WIDTHS = (1, 4, 9, 16, 32, 64)
 
@@ -38,31 +35,17 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for threads in (1, 2):
         loaded = load_version(store, None, "cpu", threads, 1)
-        model = loaded.markets[workload.market]
-        histories = [loaded.vocabulary.lookup(h) for h in workload.histories]
-        candidates = [loaded.vocabulary.lookup(c) for c in workload.candidates]
+        graph = loaded.markets[workload.market].graph
         for width in WIDTHS:
-            calls = [
-                (
-                    pad_histories(histories[i : i + width]),
-                    pad_histories(candidates[i : i + width]),
-                    np.full(len(histories[i : i + width]), model.index, dtype=np.int64),
-                )
-                for i in range(0, len(histories), width)
-            ]
-            model.graph.score(*calls[0])  # warm-up
-            requests, done = 0, 0
-            began, cpu = time.perf_counter(), time.process_time()
-            while time.perf_counter() - began < args.seconds:
-                call = calls[done % len(calls)]
-                model.graph.score(*call)
-                requests += len(call[0])
-                done += 1
-            wall, cpu = time.perf_counter() - began, time.process_time() - cpu
-            rate = requests * args.candidates / wall
+            calls = direct_calls(loaded, workload, width)
+            graph.score(*calls[0][:3])  # warm-up
+            cpu = time.process_time()
+            run = time_calls(graph, calls, args.seconds, f"width {width}")
+            cpu = time.process_time() - cpu
+            requests = run.candidates / args.candidates
             print(
-                f"| {threads} | {width} | {width * args.candidates:,} | {rate:,.0f} | "
-                f"{cpu / requests * 1000:.2f} |"
+                f"| {threads} | {width} | {width * args.candidates:,} | "
+                f"{run.candidates_per_s:,.0f} | {cpu / requests * 1000:.2f} |"
             )
 
 

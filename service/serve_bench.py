@@ -33,7 +33,7 @@ import numpy as np
 from model_store.catalogue import load_catalogues
 from model_store.store import ModelStore
 from model_store.vocab import IntArray, Vocabulary, pad_histories
-from service.graphs import load_version
+from service.graphs import Graph, LoadedVersion, load_version
 from service.sessions import Provider
 
 
@@ -208,37 +208,56 @@ async def _drive(
     return Measurement(name, len(latencies), scored, elapsed, latencies)
 
 
+class Call(NamedTuple):
+    """The inputs of one direct scoring call, and the candidates it scores."""
+
+    history: IntArray
+    candidates: IntArray
+    market: IntArray
+    scored: int
+
+
+def direct_calls(loaded: LoadedVersion, workload: Workload, width: int) -> list[Call]:
+    """The workload's requests as padded calls of ``width`` requests each."""
+    model = loaded.markets[workload.market]
+    histories = [loaded.vocabulary.lookup(h) for h in workload.histories]
+    candidates = [loaded.vocabulary.lookup(c) for c in workload.candidates]
+    calls = []
+    for first in range(0, len(histories), width):
+        part = slice(first, first + width)
+        calls.append(
+            Call(
+                pad_histories(histories[part]),
+                pad_histories(candidates[part]),
+                np.full(len(histories[part]), model.index, dtype=np.int64),
+                sum(len(c) for c in candidates[part]),
+            )
+        )
+    return calls
+
+
+def time_calls(graph: Graph, calls: Sequence[Call], seconds: float, name: str) -> Measurement:
+    """``calls`` in turn for ``seconds``; the measurement's requests are the calls made."""
+    scored, made = 0, 0
+    began = time.perf_counter()
+    while time.perf_counter() - began < seconds:
+        call = calls[made % len(calls)]
+        graph.score(call.history, call.candidates, call.market)
+        scored += call.scored
+        made += 1
+    return Measurement(name, made, scored, time.perf_counter() - began, [])
+
+
 def ceiling(
     store: ModelStore, workload: Workload, clients: int, seconds: float, threads: int,
     provider: Provider,
 ) -> Measurement:  # fmt: skip
     """The same graph, the same requests, called directly ``clients`` requests at a time."""
     loaded = load_version(store, None, provider, threads, 1)
-    model = loaded.markets[workload.market]
-    vocab = loaded.vocabulary
-    histories = [vocab.lookup(h) for h in workload.histories]
-    candidates = [vocab.lookup(c) for c in workload.candidates]
-    groups: list[tuple[IntArray, IntArray, IntArray, int]] = []
-    for first in range(0, len(histories), clients):
-        part = slice(first, first + clients)
-        rows = len(histories[part])
-        groups.append(
-            (
-                pad_histories(histories[part]),
-                pad_histories(candidates[part]),
-                np.full(rows, model.index, dtype=np.int64),
-                sum(len(c) for c in candidates[part]),
-            )
-        )
-    model.graph.score(*groups[0][:3])  # warm-up
-    scored, calls = 0, 0
-    began = time.perf_counter()
-    while time.perf_counter() - began < seconds:
-        history, cands, market, n = groups[calls % len(groups)]
-        model.graph.score(history, cands, market)
-        scored += n
-        calls += 1
-    return Measurement("model alone (ceiling)", calls, scored, time.perf_counter() - began, [])
+    graph = loaded.markets[workload.market].graph
+    calls = direct_calls(loaded, workload, clients)
+    graph.score(*calls[0][:3])  # warm-up
+    return time_calls(graph, calls, seconds, "model alone (ceiling)")
 
 
 def bench_serve(
