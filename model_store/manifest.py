@@ -1,10 +1,12 @@
 """The manifest of a model version: what the version holds and how to check it.
 
 ``manifest.json`` names the variant, the model and training settings, the markets
-with their indices (the graphs' ``market`` input), the graph of each market, the
-vocabulary and catalogue files, per-market test metrics, the command that
-trained the model, and the SHA-256 of every other file in the version. A reader
-refuses a version whose schema it does not know or whose files do not match.
+with their indices (the graphs' ``market`` input), the graph that scores each
+market with parameters of its own (several markets may share one graph: the
+hybrid's one graph serves them all) and the graph for markets without, the
+vocabulary and catalogue files, per-market test metrics, the command that trained
+the model, and the SHA-256 of every other file in the version. A reader refuses a
+version whose schema it does not know or whose files do not match.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
-VARIANTS = ("paper", "history-once")
+VARIANTS = ("paper", "history-once", "hybrid")  # Bert4CMR's two, and the hybrid
 
 
 class StoreError(Exception):
@@ -35,12 +37,12 @@ def sha256_file(path: Path) -> str:
 @dataclass(frozen=True)
 class Manifest:
     version: str
-    variant: str  # "paper" or "history-once"
-    model: dict[str, Any]  # Bert4CMRConfig as a dict
-    train: dict[str, Any]  # TrainConfig as a dict
+    variant: str  # one of VARIANTS
+    model: dict[str, Any]  # the model config as a dict
+    train: dict[str, Any]  # the training config as a dict
     markets: dict[str, int]  # market code -> index, the graphs' market input
-    pretrained: str | None  # graph of the pre-trained model, if the run had one
-    graphs: dict[str, str]  # market code -> its fine-tuned graph
+    pretrained: str | None  # the graph for markets without parameters of their own
+    graphs: dict[str, str]  # market code -> the graph scoring it with its own parameters
     items: str  # the vocabulary file
     catalogues: str  # per-market catalogue and popularity
     metrics: dict[str, dict[str, dict[str, float]]]  # protocol -> market -> metric -> value
@@ -50,8 +52,14 @@ class Manifest:
     created_at: str  # ISO-8601, UTC
     schema_version: int = SCHEMA_VERSION
 
+    @property
+    def own_parameters(self) -> list[str]:
+        """The markets scored with parameters of their own (fine-tuned or adapted)."""
+        return sorted(self.graphs)
+
     def graph_for(self, market: str) -> tuple[str, bool]:
-        """The graph serving ``market`` and whether it is the market's own fine-tuned one."""
+        """The graph serving ``market`` and whether it scores with the market's own
+        parameters (else the shared, pre-trained ones)."""
         if market in self.graphs:
             return self.graphs[market], True
         if self.pretrained is None:

@@ -242,7 +242,8 @@ def create_app(settings: Settings) -> FastAPI:
             markets=[
                 MarketOut(
                     market=m.code,
-                    graph="fine-tuned" if m.fine_tuned else "pre-trained",
+                    graph=m.graph.name,
+                    own_parameters=m.own_parameters,
                     catalogue_size=len(m.catalogue),
                 )
                 for m in loaded.markets.values()

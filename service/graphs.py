@@ -39,7 +39,7 @@ class MarketModel:
     code: str
     index: int  # the graphs' market input
     graph: Graph
-    fine_tuned: bool
+    own_parameters: bool  # scored with the market's own parameters, not the shared ones
     catalogue: Catalogue
 
 
@@ -68,13 +68,13 @@ def load_version(
     graphs: dict[str, Graph] = {}
     markets = {}
     for code, index in manifest.markets.items():
-        name, fine_tuned = manifest.graph_for(code)
+        name, own = manifest.graph_for(code)
         if name not in graphs:
             session = make_session(opened.file(name), provider, intra_threads, inter_threads)
             graphs[name] = Graph(name, session, active_provider(session))
         if code not in catalogues:
             raise StoreError(f"version {manifest.version}: no catalogue for market {code!r}")
-        markets[code] = MarketModel(code, index, graphs[name], fine_tuned, catalogues[code])
+        markets[code] = MarketModel(code, index, graphs[name], own, catalogues[code])
     for model in markets.values():
         _warm_up(model, manifest.version)
     providers = {g.provider for g in graphs.values()}

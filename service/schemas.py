@@ -57,7 +57,8 @@ class RecommendOut(BaseModel):
 
 class MarketOut(BaseModel):
     market: str
-    graph: Literal["fine-tuned", "pre-trained"]
+    graph: str  # the graph file in the model version; markets may share one call of it
+    own_parameters: bool  # False: the shared (pre-trained) parameters score this market
     catalogue_size: int
 
 

@@ -48,7 +48,8 @@ def synth_split(synth_dir: Path) -> Split:
 
 
 # Small enough for CI, big enough to learn the synthetic markets' structure.
-TINY = [
+TINY_BERT4CMR = [
+    "family=bert4cmr",
     "d_model=32",
     "n_layers=1",
     "n_heads=2",
@@ -60,20 +61,41 @@ TINY = [
     "batch_size=128",
     'eval_protocols=["market"]',
 ]
+# The served family's default recipe, smaller and with fewer epochs.
+TINY = [
+    "d_model=32",
+    "dropout=0.1",
+    "lr=0.01",
+    "batch_size=64",
+    "folds=3",
+    "max_epochs=8",
+    "adapt_max_epochs=3",
+    'eval_protocols=["market", "full"]',
+]
 
 
-def train_args(data: Path, out: Path) -> list[str]:
+def train_args(data: Path, out: Path, settings: list[str] = TINY) -> list[str]:
     args = ["train", "--data", str(data), "--out", str(out)]
-    for setting in TINY:
+    for setting in settings:
         args += ["--set", setting]
     return args
 
 
 @pytest.fixture(scope="session")
 def tiny_run(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished `cmr train` run on the synthetic markets (the paper variant)."""
+    """A finished `cmr train` run of the served family (the hybrid) on the synthetic
+    markets."""
     run = tmp_path_factory.mktemp("tiny") / "run"
     result = CliRunner().invoke(app, train_args(synth_dir, run))
+    assert result.exit_code == 0, result.output
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_bert4cmr_run(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished `cmr train` run of Bert4CMR (the paper variant) on the synthetic markets."""
+    run = tmp_path_factory.mktemp("tiny-bert4cmr") / "run"
+    result = CliRunner().invoke(app, train_args(synth_dir, run, TINY_BERT4CMR))
     assert result.exit_code == 0, result.output
     return run
 

@@ -109,10 +109,15 @@ class Ease:
         return scores
 
 
-def gram_matrix(split: Split, markets: tuple[int, ...]) -> tuple[IntArray, NDArray[np.float64]]:
-    """Items seen in training in ``markets`` and their co-occurrence counts X^T X."""
+def gram_matrix(
+    split: Split, markets: tuple[int, ...], users_kept: NDArray[np.bool_] | None = None
+) -> tuple[IntArray, NDArray[np.float64]]:
+    """Items seen in training in ``markets`` and their co-occurrence counts X^T X;
+    ``users_kept`` (U,) leaves the other users out."""
     users = split.train_users()
     keep = np.isin(split.data.user_market[users], markets)
+    if users_kept is not None:
+        keep &= users_kept[users]
     items, local = np.unique(split.train_items[keep], return_inverse=True)
     x = sp.csr_matrix(
         (np.ones(keep.sum(), np.float64), (users[keep], local)),

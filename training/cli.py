@@ -241,7 +241,10 @@ def train_command(
     out: Annotated[Path, typer.Option(help="Run folder; an interrupted run there resumes.")],
     config: Annotated[
         Path | None,
-        typer.Option(help='JSON file: {"model": {...}, "train": {...}} settings.'),
+        typer.Option(
+            help='Recipe file: {"family": "hybrid" | "bert4cmr", "model": {...}, "train": '
+            "{...}}. [default: the hybrid's defaults, the served recipe]"
+        ),
     ] = None,
     set_: Annotated[
         list[str] | None,
@@ -251,20 +254,21 @@ def train_command(
         ),
     ] = None,
 ) -> None:
-    """Pre-train Bert4CMR on all markets, fine-tune a copy per market, evaluate on test.
+    """Train on every market, adapt to each market, evaluate on validation and test.
 
-    Writes checkpoints, metrics per protocol, curves.png and train.log into OUT.
+    The default recipe is the hybrid (EASE^R's closed form plus a learned market-aware
+    correction); `--config configs/bert4cmr.json` trains the paper's Bert4CMR. Writes
+    checkpoints, metrics per protocol, curves.png and train.log into OUT.
     """
+    from training.recipe import parse_recipe, train_run
     from training.report import report
-    from training.train import parse_settings, train
 
     with user_errors():
-        model_settings, cfg = parse_settings(config, set_ or [])
+        recipe = parse_recipe(config, set_ or [])
         args = ["cmr", "train", "--data", str(data), "--out", str(out)]
         args += ["--config", str(config)] if config else []
         args += [a for setting in set_ or [] for a in ("--set", setting)]
-        command = shlex.join(args)
-        results = train(data, out, model_settings, cfg, command)
+        results = train_run(data, out, recipe, shlex.join(args))
     print(report([r for r in results if r.split == "test"]))
 
 

@@ -2,10 +2,13 @@
 
 Every graph has the one scoring contract of docs/architecture.md:
     history int64 [B, N], candidates int64 [B, C], market int64 [B] -> scores float32 [B, C]
-with B, N and C dynamic and 0 as padding. Graphs come from torch.export (the
-``dynamo`` exporter), whose symbolic shapes keep B, N and C free; the exporter of
-the TorchScript path is the one known to bake shapes into Reshape nodes.
-Each graph is checked against torch on several shapes before it is published.
+with B, N and C dynamic and 0 as padding; higher scores rank first. A hybrid run
+becomes one graph that serves every market (its scores are logits); a Bert4CMR run
+one graph per fine-tuned market plus the pre-trained one (probabilities). Graphs come
+from torch.export (the ``dynamo`` exporter), whose symbolic shapes keep B, N and C
+free; the exporter of the TorchScript path is the one known to bake shapes into
+Reshape nodes. Each graph is checked against torch on several shapes, with markets
+mixed in one call, before it is published.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ from model_store.manifest import Manifest, StoreError
 from model_store.store import ModelStore, Version, check_version_name
 from model_store.vocab import PAD
 from training.data import load_interactions
+from training.hybrid import HybridConfig, HybridRecommender
 from training.model import Bert4CMR, Bert4CMRConfig
+from training.recipe import load_hybrid
 
 log = logging.getLogger(__name__)
 
@@ -43,27 +48,31 @@ PARITY_TOLERANCE = 1e-5
 EXPORT_CHECK_SHAPES = ((1, 0, 1), (3, 50, 7), (16, 9, 300))
 
 
-def variant_name(config: Bert4CMRConfig) -> str:
+def variant_name(config: Bert4CMRConfig | HybridConfig) -> str:
+    if isinstance(config, HybridConfig):
+        return "hybrid"
     return "paper" if config.history_sees_candidate else "history-once"
 
 
 class ScoringGraph(nn.Module):
-    """A model behind the scoring contract: probabilities, not logits."""
+    """A model behind the scoring contract: Bert4CMR's probabilities, the hybrid's logits
+    (a softmax-trained model has no per-candidate probability, and a sigmoid of its
+    large logits would tie at 1.0)."""
 
-    def __init__(self, model: Bert4CMR) -> None:
+    def __init__(self, model: Bert4CMR | HybridRecommender) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, history: Tensor, candidates: Tensor, market: Tensor) -> Tensor:
         # One more PAD column, so the graph never holds a zero-width history (N = 0,
-        # which onnxruntime's Reshape rejects). PAD keys are masked and left out of the
-        # user vector, so the scores do not change; an all-PAD row is a user without
-        # history: each candidate then attends to itself only and the user vector is 0.
+        # which onnxruntime's Reshape rejects). PAD is left out of every score, so the
+        # scores do not change; an all-PAD row is a user without history.
         pad = torch.zeros_like(market)[:, None]
-        return torch.sigmoid(self.model(torch.cat([history, pad], dim=1), candidates, market))
+        logits = self.model(torch.cat([history, pad], dim=1), candidates, market)
+        return logits if isinstance(self.model, HybridRecommender) else torch.sigmoid(logits)
 
 
-def export_graph(model: Bert4CMR, path: Path) -> None:
+def export_graph(model: Bert4CMR | HybridRecommender, path: Path) -> None:
     """Write ``model`` as an ONNX scoring graph with dynamic B, N and C."""
     model.eval()
     # Sizes of at least 2 and all different, so torch.export specialises none of them.
@@ -116,7 +125,9 @@ def random_inputs(
 
 
 @torch.no_grad()
-def torch_scores(model: Bert4CMR, inputs: dict[str, np.ndarray[Any, Any]]) -> np.ndarray[Any, Any]:
+def torch_scores(
+    model: Bert4CMR | HybridRecommender, inputs: dict[str, np.ndarray[Any, Any]]
+) -> np.ndarray[Any, Any]:
     model.eval()
     graph = ScoringGraph(model)
     out: Tensor = graph(*(torch.from_numpy(inputs[name]) for name in INPUTS))
@@ -124,7 +135,7 @@ def torch_scores(model: Bert4CMR, inputs: dict[str, np.ndarray[Any, Any]]) -> np
 
 
 def parity(
-    model: Bert4CMR,
+    model: Bert4CMR | HybridRecommender,
     session: ort.InferenceSession,
     shapes: tuple[tuple[int, int, int], ...],
     seed: int = 0,
@@ -145,19 +156,32 @@ def parity(
 @dataclass(frozen=True)
 class RunModels:
     config: dict[str, Any]  # the run's config.json
-    pretrained: Bert4CMR | None
-    markets: dict[str, Bert4CMR]  # fine-tuned (or trained alone) per market
+    graphs: dict[str, Bert4CMR | HybridRecommender]  # graph file in the version -> model
+    market_graphs: dict[str, str]  # market code -> the graph scoring it with its own parameters
+    pretrained: str | None  # the graph for markets without parameters of their own
+
+    @property
+    def variant(self) -> str:
+        return variant_name(next(iter(self.graphs.values())).config)
 
 
 def load_run(run_dir: Path, variant: str | None = None) -> RunModels:
-    """The best weights of every stage of a finished run. ``variant`` picks the
+    """The best weights of every stage of a finished run. ``variant`` picks Bert4CMR's
     attention pattern to export (the weights fit both); default: the trained one."""
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a training run (no config.json)")
     config = json.loads(config_path.read_text())
+    if config.get("family", "bert4cmr") == "hybrid":
+        if variant not in (None, "hybrid"):
+            raise ValueError(f"{run_dir} is a hybrid run: it has no {variant!r} variant")
+        model = load_hybrid(run_dir, config)
+        every_market = dict.fromkeys(config["markets"], "model.onnx")
+        return RunModels(config, {"model.onnx": model}, every_market, None)
     model_cfg = Bert4CMRConfig(**config["model"])
     if variant is not None:
+        if variant not in ("paper", "history-once"):
+            raise ValueError(f"{run_dir} is a Bert4CMR run: variant paper or history-once")
         model_cfg = replace(model_cfg, history_sees_candidate=variant == "paper")
 
     def load(stage_dir: Path) -> Bert4CMR | None:
@@ -168,15 +192,20 @@ def load_run(run_dir: Path, variant: str | None = None) -> RunModels:
         model.load_state_dict(load_file(weights))
         return model.eval()
 
+    graphs: dict[str, Bert4CMR | HybridRecommender] = {}
     pretrained = load(run_dir / "pretrained")
-    markets = {
-        code: model
-        for code in config["markets"]
-        if (model := load(run_dir / "markets" / code)) is not None
-    }
-    if pretrained is None and set(markets) != set(config["markets"]):
+    if pretrained is not None:
+        graphs["pretrained.onnx"] = pretrained
+    market_graphs = {}
+    for code in config["markets"]:
+        if (trained := load(run_dir / "markets" / code)) is not None:
+            graphs[f"markets/{code}.onnx"] = trained
+            market_graphs[code] = f"markets/{code}.onnx"
+    if pretrained is None and set(market_graphs) != set(config["markets"]):
         raise FileNotFoundError(f"{run_dir}: no trained weights for every market (unfinished?)")
-    return RunModels(config, pretrained, markets)
+    return RunModels(
+        config, graphs, market_graphs, "pretrained.onnx" if pretrained is not None else None
+    )
 
 
 def _test_metrics(run_dir: Path) -> dict[str, dict[str, dict[str, float]]]:
@@ -198,9 +227,10 @@ def export_run(
     """Export every model of ``run_dir`` and publish them as one store version."""
     run = load_run(run_dir, variant)
     cfg = run.config
-    trained_variant = variant_name(Bert4CMRConfig(**cfg["model"]))
-    some_model = run.pretrained or next(iter(run.markets.values()))
-    variant = variant_name(some_model.config)
+    trained_variant = (
+        "hybrid" if cfg.get("family") == "hybrid" else variant_name(Bert4CMRConfig(**cfg["model"]))
+    )
+    variant = run.variant
     if version is None:
         version = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{cfg['name']}"
         version += f"-as-{variant}" if variant != trained_variant else ""
@@ -217,9 +247,7 @@ def export_run(
     commands = run_dir / "commands.txt"
     command = commands.read_text().splitlines()[0] if commands.is_file() else "unknown"
     with store.staging() as folder:
-        graphs = {"pretrained.onnx": run.pretrained} if run.pretrained is not None else {}
-        graphs |= {f"markets/{code}.onnx": m for code, m in run.markets.items()}
-        for name, model in graphs.items():
+        for name, model in run.graphs.items():
             path = folder / name
             path.parent.mkdir(exist_ok=True)
             export_graph(model, path)
@@ -233,11 +261,12 @@ def export_run(
         manifest = Manifest(
             version=version,
             variant=variant,
-            model=cfg["model"] | {"history_sees_candidate": variant == "paper"},
+            model=cfg["model"]
+            | ({} if variant == "hybrid" else {"history_sees_candidate": variant == "paper"}),
             train=cfg["train"],
             markets={code: m for m, code in enumerate(cfg["markets"])},
-            pretrained="pretrained.onnx" if run.pretrained is not None else None,
-            graphs={code: f"markets/{code}.onnx" for code in run.markets},
+            pretrained=run.pretrained,
+            graphs=run.market_graphs,
             items="items.json",
             catalogues="catalogues.json",
             # The run measured the variant it trained; another variant's are unknown.

@@ -37,6 +37,7 @@ class Split:
     seed: int
     train_ptr: IntArray  # (U + 1,)
     train_items: IntArray  # (R_train,)
+    train_time: IntArray  # (R_train,) seconds since the epoch, NO_TIME when unknown
     valid: IntArray  # (U,) validation item per user, PAD if none
     test: IntArray  # (U,) test item per user, PAD if none
 
@@ -96,6 +97,7 @@ def make_split(data: Interactions, scheme: Scheme = "random", seed: int = 0) -> 
         seed=seed,
         train_ptr=train_ptr,
         train_items=data.item[in_train],
+        train_time=data.time[in_train],
         valid=valid,
         test=test,
     )

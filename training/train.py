@@ -6,15 +6,9 @@ early when the validation metric of its markets has not improved for
 ``patience`` epochs, keeps its best weights, and can be resumed after an
 interrupt from the state it saves after every epoch.
 
-A run folder holds:
-    config.json                 model and training settings, data path, markets
-    items.json                  the item vocabulary
-    train.log                   the log
-    commands.txt                the command that started it, then each resume
+Its stage folders in a run (training/runs.py has the rest):
     pretrained/best.safetensors, pretrained/stage.json
     markets/<code>/best.safetensors, markets/<code>/stage.json
-    metrics/<protocol>-<split>.json   per-market metrics, the evaluation schema
-    curves.png                  loss and validation metric per epoch, per stage
 """
 
 from __future__ import annotations
@@ -48,7 +42,7 @@ from training.examples import (
 from training.model import Bert4CMR, Bert4CMRConfig
 from training.predict import TorchScorer
 from training.protocols import PROTOCOLS, EvalSet, Protocol, build_eval_set
-from training.report import write_json
+from training.runs import StageState, finish_run, plot_curves, start_run, write_config
 from training.split import Scheme, SplitName, make_split
 
 log = logging.getLogger(__name__)
@@ -77,18 +71,6 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when torch sees a GPU
 
 
-@dataclass
-class StageState:
-    """What an interrupted stage needs to go on, saved after every epoch."""
-
-    epoch: int = 0
-    best: float = -1.0
-    best_epoch: int = -1
-    stale: int = 0  # epochs since the best
-    curve: list[dict[str, float]] = dataclasses.field(default_factory=list)
-    done: bool = False
-
-
 def bce_loss(logits: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy: column 0 is the positive, the rest negatives; PAD slots ignored."""
     labels = torch.zeros_like(logits)
@@ -96,17 +78,6 @@ def bce_loss(logits: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
     weight = (candidates != PAD).to(logits.dtype)
     losses = F.binary_cross_entropy_with_logits(logits, labels, weight=weight, reduction="sum")
     return losses / weight.sum()
-
-
-def resolve_device(name: str) -> torch.device:
-    """auto -> cuda when torch sees a GPU, else cpu; cuda without one is an error."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device=cuda, but torch sees no CUDA GPU (use device=cpu or auto)")
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"device={name!r}: expected auto, cpu or cuda")
-    return torch.device(name)
 
 
 def _cpu_weights(model: Bert4CMR) -> dict[str, torch.Tensor]:
@@ -261,48 +232,6 @@ def run_stage(
     return state
 
 
-def parse_settings(
-    config_file: Path | None, overrides: Sequence[str]
-) -> tuple[dict[str, Any], TrainConfig]:
-    """Model settings and training config from a JSON file ``{"model": {...}, "train":
-    {...}}`` and ``key=value`` overrides (``d_model=64`` or ``model.d_model=64``;
-    values are read as JSON, else as strings)."""
-    loaded: dict[str, Any] = json.loads(config_file.read_text()) if config_file else {}
-    fields = {
-        "model": {f.name for f in dataclasses.fields(Bert4CMRConfig)} - {"n_items", "n_markets"},
-        "train": {f.name for f in dataclasses.fields(TrainConfig)},
-    }
-    unknown_sections = set(loaded) - set(fields)
-    if unknown_sections:
-        raise ValueError(f"{config_file}: unknown sections {sorted(unknown_sections)}")
-    sections: dict[str, dict[str, Any]] = {
-        "model": dict(loaded.get("model", {})),
-        "train": dict(loaded.get("train", {})),
-    }
-    for section, names in fields.items():
-        unknown = set(sections[section]) - names
-        if unknown:
-            raise ValueError(f"{config_file}: unknown {section} settings {sorted(unknown)}")
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set {item!r}: expected key=value")
-        section, _, name = key.rpartition(".")
-        if not section:
-            section = next((s for s, names in fields.items() if name in names), "")
-        if section not in fields or name not in fields[section]:
-            raise ValueError(f"--set {item!r}: unknown setting {key!r}")
-        try:
-            sections[section][name] = json.loads(raw)
-        except json.JSONDecodeError:
-            sections[section][name] = raw
-    train = sections["train"]
-    for name in ("eval_protocols", "eval_splits"):
-        if name in train:
-            train[name] = tuple(train[name])
-    return sections["model"], TrainConfig(**train)
-
-
 def model_name(model_cfg: Bert4CMRConfig, cfg: TrainConfig) -> str:
     """bert4cmr, plus what differs from the paper's recipe: variant and ablations."""
     parts = ["bert4cmr"]
@@ -317,79 +246,23 @@ def model_name(model_cfg: Bert4CMRConfig, cfg: TrainConfig) -> str:
     return "-".join(parts)
 
 
-def _write_config(run_dir: Path, payload: dict[str, Any]) -> None:
-    """Record the recipe; a resumed run must have the same one."""
-    path = run_dir / "config.json"
-    text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
-    if path.exists() and json.loads(path.read_text()) != json.loads(text):
-        raise ValueError(f"{run_dir} holds a run with other settings; use another --out")
-    path.write_text(text)
-
-
-def plot_curves(run_dir: Path, stages: dict[str, StageState], metric: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(11, 4))
-    for name, state in stages.items():
-        epochs = [p["epoch"] for p in state.curve]
-        ax_loss.plot(epochs, [p["loss"] for p in state.curve], marker=".", label=name)
-        ax_metric.plot(epochs, [p[metric] for p in state.curve], marker=".", label=name)
-    ax_loss.set(xlabel="epoch", ylabel="training loss (BCE)", title="loss")
-    ax_metric.set(xlabel="epoch", ylabel=f"validation {metric}", title=f"validation {metric}")
-    ax_metric.legend(fontsize="small")
-    fig.tight_layout()
-    path = run_dir / "curves.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def train(
-    data_dir: Path,
-    run_dir: Path,
-    model_settings: dict[str, Any],
-    cfg: TrainConfig,
-    command: str = "",
-) -> list[Result]:
-    """The whole recipe: pre-train, fine-tune per market, evaluate, plot; resumable.
-    ``command`` (what started it) is appended to ``commands.txt``, for the model store."""
-    if not (cfg.pretrain or cfg.finetune):
-        raise ValueError("with neither pre-training nor fine-tuning nothing is trained")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if command:
-        with (run_dir / "commands.txt").open("a") as f:
-            f.write(command + "\n")
-    handler = logging.FileHandler(run_dir / "train.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger("training").addHandler(handler)
-    try:
-        return _train(data_dir, run_dir, model_settings, cfg)
-    finally:
-        logging.getLogger("training").removeHandler(handler)
-        handler.close()
-
-
-def _train(
+def train_bert4cmr(
     data_dir: Path, run_dir: Path, model_settings: dict[str, Any], cfg: TrainConfig
 ) -> list[Result]:
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.device)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    log.info("training on %s (%s), torch %s", device, where, torch.__version__)
+    """Pre-train Bert4CMR on every market, fine-tune a copy per market, evaluate."""
+    if not (cfg.pretrain or cfg.finetune):
+        raise ValueError("with neither pre-training nor fine-tuning nothing is trained")
+    device = start_run(cfg.threads, cfg.seed, cfg.device)
     data = load_interactions(data_dir)
     split = make_split(data, cfg.split_scheme, cfg.seed)
     model_cfg = Bert4CMRConfig(
         n_items=data.items.size, n_markets=len(data.markets), **model_settings
     )
     name = model_name(model_cfg, cfg)
-    _write_config(
+    write_config(
         run_dir,
         {
+            "family": "bert4cmr",
             "name": name,
             "data": str(data_dir.resolve()),
             "markets": list(data.markets),
@@ -443,33 +316,6 @@ def _train(
         )
         models[m] = model
     plot_curves(run_dir, stages, cfg.valid_metric)
-    scorer = TorchScorer(name, models)
-    results = []
-    (run_dir / "metrics").mkdir(exist_ok=True)
-    for protocol in cfg.eval_protocols:
-        for split_name in cfg.eval_splits:
-            start = time.perf_counter()
-            result = evaluate(scorer, build_eval_set(split, protocol, split_name, cfg.seed))
-            write_json([result], run_dir / "metrics" / f"{protocol}-{split_name}.json")
-            log.info(
-                "%s, %s protocol, %s: mean NDCG@10 %.4f (%.0f s)",
-                name,
-                protocol,
-                split_name,
-                result.mean["ndcg@10"],
-                time.perf_counter() - start,
-            )
-            results.append(result)
-    summary = {
-        code: {
-            "epochs": s.epoch,
-            "best_epoch": s.best_epoch,
-            "best": s.best,
-            "seconds": sum(p["train_s"] + p["valid_s"] for p in s.curve),
-            "samples_per_s": float(np.mean([p["samples_per_s"] for p in s.curve])),
-            "data_share": float(np.mean([p.get("data_share", np.nan) for p in s.curve])),
-        }
-        for code, s in stages.items()
-    }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return results
+    return finish_run(
+        run_dir, TorchScorer(name, models), split, cfg.eval_protocols, cfg.eval_splits, stages
+    )

@@ -166,12 +166,12 @@ async def test_recommendations_rank_as_the_torch_model(
     assert reply.status_code == 200, reply.text
     body = reply.json()
     assert body["fallback"] is None and body["model_version"] == "tiny-1"
-    assert body["variant"] == "paper"
+    assert body["variant"] == "hybrid"
     served = [(i["item_id"], i["score"]) for i in body["items"]]
-    # Seen items are dropped; the rest ranked as the fine-tuned torch model ranks them.
+    # Seen items are dropped; the rest ranked as the trained torch model ranks them.
     unseen = [c for c in candidates if c not in history]
     vocab = _vocab(store)
-    model = load_run(tiny_run).markets["bb"]
+    model = load_run(tiny_run).graphs["model.onnx"]
     inputs = {
         "history": vocab.lookup(history)[None, :],
         "candidates": vocab.lookup(unseen)[None, :],
@@ -277,10 +277,11 @@ async def test_concurrent_requests_share_one_call_and_rank_as_alone(
 
 async def test_markets_health_and_metrics(api: Api, store: ModelStore) -> None:
     markets = (await api.http.get("/markets")).json()["markets"]
-    assert {m["market"]: m["graph"] for m in markets} == {
-        "aa": "fine-tuned",
-        "bb": "fine-tuned",
-        "cc": "fine-tuned",
+    # One graph for every market, each with parameters of its own.
+    assert {m["market"]: (m["graph"], m["own_parameters"]) for m in markets} == {
+        "aa": ("model.onnx", True),
+        "bb": ("model.onnx", True),
+        "cc": ("model.onnx", True),
     }
     assert all(m["catalogue_size"] == len(_catalogue(store, m["market"])) for m in markets)
     assert (await api.http.get("/livez")).json() == {"status": "alive"}
@@ -289,7 +290,7 @@ async def test_markets_health_and_metrics(api: Api, store: ModelStore) -> None:
     assert ready.json() | {} == {
         "status": "ready",
         "model": "tiny-1",
-        "variant": "paper",
+        "variant": "hybrid",
         "provider": "cpu",
         "redis": "ok",
     }
@@ -307,7 +308,7 @@ async def test_markets_health_and_metrics(api: Api, store: ModelStore) -> None:
         "cmr_events_ingested_total",
         "cmr_redis_errors_total",
         "cmr_model_reloads_total",
-        'cmr_model_info{provider="cpu",variant="paper",version="tiny-1"} 1.0',
+        'cmr_model_info{provider="cpu",variant="hybrid",version="tiny-1"} 1.0',
     ]:
         assert name in text, name
     assert "secret-user-id" not in text
@@ -340,7 +341,7 @@ async def test_reload_swaps_versions_and_refuses_broken_ones(
         assert ranked.json()["model_version"] == "tiny-2"
         # A version whose files hash right but whose graph cannot be loaded.
         broken = clone_version(store, "tiny-1", "tiny-3")
-        graph = broken.file("markets/aa.onnx")
+        graph = broken.file(broken.manifest.graphs["aa"])
         graph.write_bytes(b"not an onnx graph")
         clone_version(store, "tiny-3", "tiny-4")  # re-hashed: passes verification
         store.promote("tiny-4")

@@ -20,6 +20,7 @@ from training.export import (
     INPUTS,
     PARITY_TOLERANCE,
     export_graph,
+    export_run,
     load_run,
     parity,
     random_inputs,
@@ -116,31 +117,51 @@ def test_random_inputs_are_ragged_and_right_padded() -> None:
     assert (inputs["candidates"] != PAD).all()
 
 
-def test_export_run_publishes_a_verified_version(tiny_store: Version, tiny_run: Path) -> None:
+def test_a_hybrid_run_is_one_graph_for_every_market(tiny_store: Version, tiny_run: Path) -> None:
     manifest = tiny_store.manifest
     store = ModelStore(tiny_store.path.parents[1])
     assert store.current() == "tiny-1"
     assert store.open().manifest == manifest  # every hash verified
-    assert manifest.variant == "paper"  # as trained
+    assert manifest.variant == "hybrid"
     assert manifest.markets == {"aa": 0, "bb": 1, "cc": 2}
-    assert manifest.graphs == {m: f"markets/{m}.onnx" for m in ("aa", "bb", "cc")}
-    assert manifest.pretrained == "pretrained.onnx"
+    assert manifest.graphs == dict.fromkeys(("aa", "bb", "cc"), "model.onnx")
+    assert manifest.own_parameters == ["aa", "bb", "cc"] and manifest.pretrained is None
     assert manifest.command.startswith("cmr train --data ")
-    assert manifest.metrics["market"]["aa"]["ndcg@10"] > 0
+    assert manifest.metrics["full"]["aa"]["ndcg@10"] > 0
     assert manifest.model["d_model"] == 32
     catalogues = load_catalogues(tiny_store.file(manifest.catalogues))
     assert set(catalogues) == {"aa", "bb", "cc"}
     for catalogue in catalogues.values():
         assert (np.diff(catalogue.counts) <= 0).all() and len(catalogue) > 10
-    # The published graph of a market scores as that market's fine-tuned torch model.
+    # The graph scores every market, mixed in one call, as the trained torch model.
     run = load_run(tiny_run)
     session = ort.InferenceSession(
-        str(tiny_store.file(manifest.graphs["bb"])), providers=["CPUExecutionProvider"]
+        str(tiny_store.file("model.onnx")), providers=["CPUExecutionProvider"]
     )
-    assert parity(run.markets["bb"], session, ((5, 12, 40), (1, 0, 3))) <= PARITY_TOLERANCE
+    model = run.graphs["model.onnx"]
+    assert parity(model, session, SHAPES) <= PARITY_TOLERANCE
+    graph = onnx.load(str(tiny_store.file("model.onnx")), load_external_data=False).graph
+    for value in [*graph.input, *graph.output]:  # B, N and C are all free
+        assert not any(d.HasField("dim_value") for d in value.type.tensor_type.shape.dim)
 
 
-def test_store_commands(tiny_run: Path, tmp_path: Path) -> None:
+def test_a_bert4cmr_run_is_a_graph_per_market(tiny_bert4cmr_run: Path, tmp_path: Path) -> None:
+    version = export_run(tiny_bert4cmr_run, ModelStore(tmp_path / "store"), version="b-1")
+    manifest = version.manifest
+    assert manifest.variant == "paper"  # as trained
+    assert manifest.graphs == {m: f"markets/{m}.onnx" for m in ("aa", "bb", "cc")}
+    assert manifest.pretrained == "pretrained.onnx"
+    assert manifest.metrics["market"]["aa"]["ndcg@10"] > 0
+    # The published graph of a market scores as that market's fine-tuned torch model.
+    run = load_run(tiny_bert4cmr_run)
+    session = ort.InferenceSession(
+        str(version.file(manifest.graphs["bb"])), providers=["CPUExecutionProvider"]
+    )
+    error = parity(run.graphs["markets/bb.onnx"], session, ((5, 12, 40), (1, 0, 3)))
+    assert error <= PARITY_TOLERANCE
+
+
+def test_store_commands(tiny_bert4cmr_run: Path, tiny_run: Path, tmp_path: Path) -> None:
     store = tmp_path / "store"
     runner = CliRunner()
 
@@ -149,9 +170,10 @@ def test_store_commands(tiny_run: Path, tmp_path: Path) -> None:
         assert result.exit_code == 0, result.output
         return result.output
 
-    cmr("export", "--run", str(tiny_run), "--store", str(store), "--version", "paper")
+    run = str(tiny_bert4cmr_run)
+    cmr("export", "--run", run, "--store", str(store), "--version", "paper")
     out = cmr(
-        "export", "--run", str(tiny_run), "--store", str(store), "--version", "fast",
+        "export", "--run", run, "--store", str(store), "--version", "fast",
         "--variant", "history-once", "--no-promote",
     )  # fmt: skip
     assert "not current" in out
@@ -169,3 +191,8 @@ def test_store_commands(tiny_run: Path, tmp_path: Path) -> None:
     assert refused.exit_code == 2 and "nothing to roll back to" in refused.output
     missing = runner.invoke(app, ["export", "--run", str(tmp_path), "--store", str(store)])
     assert missing.exit_code == 2 and "not a training run" in missing.output
+    hybrid = ["export", "--run", str(tiny_run), "--store", str(store), "--variant", "paper"]
+    refused = runner.invoke(app, hybrid)
+    assert refused.exit_code == 2 and "hybrid run: it has no 'paper' variant" in refused.output
+    cmr("export", "--run", str(tiny_run), "--store", str(store), "--version", "h")
+    assert "* h  hybrid" in cmr("store", "list", "--store", str(store))

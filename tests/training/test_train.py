@@ -11,33 +11,47 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tests.conftest import train_args
+from tests.conftest import TINY_BERT4CMR, train_args
 from training import train as train_module
 from training.baselines import Popularity
 from training.cli import app
 from training.evaluate import evaluate
 from training.examples import NegativeSampler, build_examples
+from training.hybrid_train import HybridTrainConfig
 from training.model import Bert4CMR, Bert4CMRConfig
 from training.protocols import build_eval_set
+from training.recipe import parse_recipe
+from training.runs import resolve_device
 from training.split import Split
-from training.train import TrainConfig, bce_loss, parse_settings, resolve_device, run_stage
+from training.train import TrainConfig, bce_loss, run_stage
 
 
-def test_settings_from_file_and_overrides(tmp_path: Path) -> None:
+def test_recipes_from_file_and_overrides(tmp_path: Path) -> None:
     path = tmp_path / "c.json"
-    path.write_text(json.dumps({"model": {"d_model": 64}, "train": {"lr": 0.01}}))
-    model, cfg = parse_settings(path, ["n_layers=2", "train.lr=0.002", "negative_pool=global"])
-    assert model == {"d_model": 64, "n_layers": 2}
-    assert cfg.lr == 0.002 and cfg.negative_pool == "global"
+    path.write_text(
+        json.dumps({"family": "bert4cmr", "model": {"d_model": 64}, "train": {"lr": 0.01}})
+    )
+    recipe = parse_recipe(path, ["n_layers=2", "train.lr=0.002", "negative_pool=global"])
+    assert recipe.family == "bert4cmr" and recipe.model == {"d_model": 64, "n_layers": 2}
+    assert isinstance(recipe.train, TrainConfig)
+    assert recipe.train.lr == 0.002 and recipe.train.negative_pool == "global"
+    default = parse_recipe(None, ['valid_protocols=["market"]'])  # no file: the hybrid
+    assert default.family == "hybrid" and isinstance(default.train, HybridTrainConfig)
+    assert default.train.valid_protocols == ("market",) and default.model == {}
+    assert parse_recipe(path, ["family=hybrid", "mask_rate=0.5"]).family == "hybrid"
     with pytest.raises(ValueError, match="unknown setting 'widht'"):
-        parse_settings(None, ["widht=3"])
+        parse_recipe(None, ["widht=3"])
+    with pytest.raises(ValueError, match="unknown setting 'negative_pool' for the hybrid"):
+        parse_recipe(None, ["negative_pool=global"])  # a Bert4CMR setting
     with pytest.raises(ValueError, match="expected key=value"):
-        parse_settings(None, ["lr"])
+        parse_recipe(None, ["lr"])
     with pytest.raises(ValueError, match="unknown setting 'n_items'"):
-        parse_settings(None, ["n_items=3"])  # comes from the data, never from settings
-    path.write_text(json.dumps({"model": {"width": 3}}))
+        parse_recipe(None, ["n_items=3"])  # comes from the data, never from settings
+    with pytest.raises(ValueError, match="unknown family 'bert'"):
+        parse_recipe(None, ["family=bert"])
+    path.write_text(json.dumps({"family": "bert4cmr", "model": {"width": 3}}))
     with pytest.raises(ValueError, match=r"unknown model settings \['width'\]"):
-        parse_settings(path, [])
+        parse_recipe(path, [])
 
 
 def test_loss_ignores_padded_negatives() -> None:
@@ -92,10 +106,10 @@ def test_an_interrupted_stage_resumes(
     assert (tmp_path / "best.safetensors").exists() and not (tmp_path / "resume.pt").exists()
 
 
-def test_cmr_train_learns_the_planted_structure(
-    synth_dir: Path, synth_split: Split, tiny_run: Path
+def test_cmr_train_of_bert4cmr_learns_the_planted_structure(
+    synth_dir: Path, synth_split: Split, tiny_bert4cmr_run: Path
 ) -> None:
-    run = tiny_run  # `cmr train` with the TINY settings, once per session
+    run = tiny_bert4cmr_run  # `cmr train` with the TINY_BERT4CMR settings, once per session
     for path in [
         "config.json",
         "items.json",
@@ -122,7 +136,7 @@ def test_cmr_train_learns_the_planted_structure(
     assert set(summary) == {"pretrain", "aa", "bb", "cc"}
     assert (run / "commands.txt").read_text().startswith("cmr train --data ")
     # A finished run resumes to the same result without training again.
-    again = CliRunner().invoke(app, train_args(synth_dir, run))
+    again = CliRunner().invoke(app, train_args(synth_dir, run, TINY_BERT4CMR))
     assert again.exit_code == 0, again.output
     assert json.loads((run / "metrics/market-test.json").read_text())["mean"] == bert["mean"]
     assert np.isfinite(bert["mean"]["mrr"])
@@ -148,7 +162,8 @@ def test_device_setting_resolves_to_what_torch_can_use() -> None:
 def test_recipe_files_are_the_settings_of_the_reported_runs(config: str, run: str) -> None:
     """docs/results.md reports runs made with these files (by scripts/reproduce.sh)."""
     root = Path(__file__).resolve().parents[2]
-    model, cfg = parse_settings(root / "configs" / config, ["seed=1", 'eval_splits=["test"]'])
+    recipe = parse_recipe(root / "configs" / config, ["seed=1", 'eval_splits=["test"]'])
+    model, cfg = recipe.model, recipe.train
     recorded = json.loads((root / "docs/results/bert4cmr-h100" / run / "config.json").read_text())
     expected_model = {
         k: v for k, v in recorded["model"].items() if k not in ("n_items", "n_markets")

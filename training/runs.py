@@ -1,0 +1,139 @@
+"""A training run's folder, whatever the model family: its recipe, curves, metrics, summary.
+
+config.json                 family, model and training settings, data path, markets
+items.json                  the item vocabulary
+train.log                   the log
+commands.txt                the command that started it, then each resume
+<stage folders>             the family's checkpoints, each with stage.json
+metrics/<protocol>-<split>.json   per-market metrics, the evaluation schema
+summary.json                epochs, seconds and speed per stage
+curves.png                  loss and validation metric per epoch, per stage
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from training.evaluate import Result, Scorer, evaluate
+from training.protocols import Protocol, build_eval_set
+from training.report import write_json
+from training.split import Split, SplitName
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageState:
+    """What an interrupted stage needs to go on, saved after every epoch."""
+
+    epoch: int = 0
+    best: float = -1.0
+    best_epoch: int = -1
+    stale: int = 0  # epochs since the best
+    curve: list[dict[str, float]] = field(default_factory=list)
+    done: bool = False
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto -> cuda when torch sees a GPU, else cpu; cuda without one is an error."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda, but torch sees no CUDA GPU (use device=cpu or auto)")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"device={name!r}: expected auto, cpu or cuda")
+    return torch.device(name)
+
+
+def start_run(threads: int, seed: int, device_name: str) -> torch.device:
+    """Threads, seed and device of a run, logged."""
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    device = resolve_device(device_name)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    log.info("training on %s (%s), torch %s", device, where, torch.__version__)
+    return device
+
+
+def write_config(run_dir: Path, payload: dict[str, Any]) -> None:
+    """Record the recipe; a resumed run must have the same one."""
+    path = run_dir / "config.json"
+    text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
+    if path.exists() and json.loads(path.read_text()) != json.loads(text):
+        raise ValueError(f"{run_dir} holds a run with other settings; use another --out")
+    path.write_text(text)
+
+
+def plot_curves(run_dir: Path, stages: dict[str, StageState], metric: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, state in stages.items():
+        epochs = [p["epoch"] for p in state.curve]
+        ax_loss.plot(epochs, [p["loss"] for p in state.curve], marker=".", label=name)
+        ax_metric.plot(epochs, [p[metric] for p in state.curve], marker=".", label=name)
+    ax_loss.set(xlabel="epoch", ylabel="training loss (BCE)", title="loss")
+    ax_metric.set(xlabel="epoch", ylabel=f"validation {metric}", title=f"validation {metric}")
+    ax_metric.legend(fontsize="small")
+    fig.tight_layout()
+    path = run_dir / "curves.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def finish_run(
+    run_dir: Path,
+    scorer: Scorer,
+    split: Split,
+    protocols: Sequence[Protocol],
+    split_names: Sequence[SplitName],
+    stages: dict[str, StageState],
+) -> list[Result]:
+    """Evaluate a trained run under each protocol and split, write metrics/ and
+    summary.json (epochs, seconds per stage)."""
+    results = []
+    (run_dir / "metrics").mkdir(exist_ok=True)
+    for protocol in protocols:
+        for split_name in split_names:
+            start = time.perf_counter()
+            result = evaluate(scorer, build_eval_set(split, protocol, split_name, split.seed))
+            write_json([result], run_dir / "metrics" / f"{protocol}-{split_name}.json")
+            log.info(
+                "%s, %s protocol, %s: mean NDCG@10 %.4f (%.0f s)",
+                scorer.name,
+                protocol,
+                split_name,
+                result.mean["ndcg@10"],
+                time.perf_counter() - start,
+            )
+            results.append(result)
+    summary = {
+        code: {
+            "epochs": s.epoch,
+            "best_epoch": s.best_epoch,
+            "best": s.best,
+            "seconds": sum(p["train_s"] + p["valid_s"] for p in s.curve),
+            **{
+                key: float(np.mean([p.get(key, np.nan) for p in s.curve]))
+                for key in ("samples_per_s", "users_per_s", "data_share")
+                if any(key in p for p in s.curve)
+            },
+        }
+        for code, s in stages.items()
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return results
