@@ -1,18 +1,29 @@
 #!/usr/bin/env bash
-# Train a small Bert4CMR on DATA, export it into a model store, start Redis and the
-# service, post a user's events and print a recommendation; everything stops after.
-#   usage: scripts/demo.sh DATA_DIR [RUNS_DIR]   (run by scripts/run.sh)
+# Train the default recipe (the hybrid, docs/results.md) on DATA, print its test
+# metrics beside popularity and EASE^R on the same candidates, export it into a model
+# store, start Redis and the service, post a user's events and print a
+# recommendation; everything stops after.
+#   usage: scripts/demo.sh DATA_DIR [RUNS_DIR] [BASELINES_JSON]   (run by scripts/run.sh)
+# BASELINES_JSON: `cmr evaluate --json` of popularity and EASE^R (seed 0, test split);
+# computed here when not given.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/venv.sh
 data=$1
 runs=${2:-runs}
+baselines=${3:-$runs/demo-baselines.json}
 cmr=.venv/bin/cmr
-echo "== a small Bert4CMR (a demo: docs/results.md has the real recipe), then export"
+echo "== the default recipe (about 10 minutes on 2 cores), then export"
 run=$runs/demo
-$cmr train --data "$data" --out "$run" --set history_sees_candidate=false \
-    --set d_model=32 --set n_layers=1 --set n_heads=2 --set max_epochs=3 \
-    --set finetune_max_epochs=1 --set 'eval_protocols=["market"]' --set 'eval_splits=["test"]'
+$cmr train --data "$data" --out "$run" --set 'eval_protocols=["market","full"]' \
+    --set 'eval_splits=["test"]'
+if [ ! -f "$baselines" ]; then
+    echo "== popularity and EASE^R on the same candidates"
+    $cmr evaluate --data "$data" --model popularity --model ease --protocol market \
+        --protocol full --json "$baselines" >/dev/null
+fi
+echo "== the default recipe beside popularity and EASE^R (test split, seed 0)"
+$cmr compare "$run"/metrics/*-test.json "$baselines"
 store=$runs/demo-store
 [ -f "$store/current" ] || $cmr export --run "$run" --store "$store"
 

@@ -48,6 +48,17 @@ class Cooccurrence:
         return self.floor + (1.0 - self.floor) * np.exp(-apart / self.days)
 
 
+@dataclass(frozen=True)
+class Blocks:
+    """Which EASE^R blocks to fit, and how."""
+
+    global_lambda: float  # L2 of the shared block
+    market_lambda: float  # L2 of each market's block
+    global_ease: bool = True  # False: the shared block is left empty
+    market_ease: bool = True
+    cooccurrence: Cooccurrence = Cooccurrence()
+
+
 def weighted_gram(
     split: Split,
     markets: tuple[int, ...],
@@ -94,12 +105,8 @@ def _block(
 
 def fit_closed_form(
     split: Split,
+    blocks: Blocks,
     *,
-    global_lambda: float,
-    market_lambda: float,
-    global_ease: bool = True,
-    market_ease: bool = True,
-    cooccurrence: Cooccurrence = Cooccurrence(),
     users_kept: NDArray[np.bool_] | None = None,
     dtype: torch.dtype = torch.float16,
 ) -> ClosedForm:
@@ -108,16 +115,17 @@ def fit_closed_form(
     n_items, n_markets = split.data.items.size, len(split.data.markets)
     global_index = np.full(n_items, -1, np.int64)
     global_weights = np.zeros((1,), np.float32)
-    if global_ease:
+    co = blocks.cooccurrence
+    if blocks.global_ease:
         every = tuple(range(n_markets))
-        items, weights = _block(split, every, global_lambda, cooccurrence, users_kept)
+        items, weights = _block(split, every, blocks.global_lambda, co, users_kept)
         global_index[items] = np.arange(len(items))
         global_weights = weights.ravel() if weights.size else global_weights
     market_index = np.full((n_markets + 1, n_items), -1, np.int64)  # last row: shared
     sizes = np.zeros(n_markets + 1, np.int64)
     flats = []
-    for m in range(n_markets if market_ease else 0):
-        items, weights = _block(split, (m,), market_lambda, cooccurrence, users_kept)
+    for m in range(n_markets if blocks.market_ease else 0):
+        items, weights = _block(split, (m,), blocks.market_lambda, co, users_kept)
         market_index[m, items] = np.arange(len(items))
         sizes[m] = len(items)
         flats.append(weights.ravel())
@@ -143,17 +151,7 @@ class FoldFits:
     fits: tuple[ClosedForm, ...]
 
 
-def fold_fits(
-    split: Split,
-    *,
-    folds: int,
-    seed: int,
-    global_lambda: float,
-    market_lambda: float,
-    global_ease: bool = True,
-    market_ease: bool = True,
-    cooccurrence: Cooccurrence = Cooccurrence(),
-) -> FoldFits:
+def fold_fits(split: Split, blocks: Blocks, *, folds: int, seed: int) -> FoldFits:
     """``folds`` fits, each leaving out one random fold of users (float32: these
     scores are training inputs, not a served model)."""
     if folds < 2:
@@ -163,16 +161,7 @@ def fold_fits(
     for k in range(folds):
         start = time.perf_counter()
         fits.append(
-            fit_closed_form(
-                split,
-                global_lambda=global_lambda,
-                market_lambda=market_lambda,
-                global_ease=global_ease,
-                market_ease=market_ease,
-                cooccurrence=cooccurrence,
-                users_kept=fold != k,
-                dtype=torch.float32,
-            )
+            fit_closed_form(split, blocks, users_kept=fold != k, dtype=torch.float32)
         )
         seconds = time.perf_counter() - start
         log.info("closed form without fold %d of %d: %.0f s", k + 1, folds, seconds)

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from training.closed_form import Cooccurrence, fit_closed_form, fold_fits
+from training.closed_form import Blocks, Cooccurrence, fit_closed_form, fold_fits
 from training.data import load_interactions
 from training.evaluate import Result
 from training.hybrid import ClosedForm, HybridConfig, HybridRecommender
@@ -148,32 +148,28 @@ def train_hybrid(
     name = hybrid_name(model_cfg, cfg)
     write_config(
         run_dir,
-        {
-            "family": "hybrid",
-            "name": name,
-            "data": str(data_dir.resolve()),
-            "markets": list(data.markets),
-            "items_sha256": data.items.sha256(),
-            "model": dataclasses.asdict(model_cfg),
-            "train": dataclasses.asdict(cfg),
-        },
+        family="hybrid",
+        name=name,
+        data_dir=data_dir,
+        data=data,
+        model=model_cfg,
+        train=cfg,
     )
-    data.items.save(run_dir / "items.json")
-    lambdas: dict[str, Any] = {
-        "global_lambda": model_cfg.ease_lambda,
-        "market_lambda": model_cfg.market_ease_lambda,
-        "global_ease": model_cfg.global_ease,
-        "market_ease": model_cfg.market_ease,
-        "cooccurrence": Cooccurrence(model_cfg.cooccurrence_days, model_cfg.cooccurrence_floor),
-    }
+    blocks = Blocks(
+        global_lambda=model_cfg.ease_lambda,
+        market_lambda=model_cfg.market_ease_lambda,
+        global_ease=model_cfg.global_ease,
+        market_ease=model_cfg.market_ease,
+        cooccurrence=Cooccurrence(model_cfg.cooccurrence_days, model_cfg.cooccurrence_floor),
+    )
     closed_path = run_dir / CLOSED_FORM_FILE
     if closed_path.is_file():
         closed = load_closed_form(closed_path)
     else:
-        closed = fit_closed_form(split, **lambdas)
+        closed = fit_closed_form(split, blocks)
         save_file(closed.tensors(), closed_path)
     log.info("closed form fitted: %.0f s", time.perf_counter() - started)
-    folds = fold_fits(split, folds=cfg.folds, seed=cfg.seed, **lambdas)
+    folds = fold_fits(split, blocks, folds=cfg.folds, seed=cfg.seed)
     sets = UserSets.build(split, folds.fold, model_cfg.max_history)
     valid = [build_eval_set(split, p, "valid", cfg.seed) for p in cfg.valid_protocols]
     model = HybridRecommender(model_cfg, closed).to(device)

@@ -17,7 +17,7 @@ import numpy as np
 
 from training.evaluate import Result
 
-COMPARE_METRICS = ("ndcg@10", "recall@10")
+COMPARE_METRICS = ("ndcg@10", "recall@10", "mrr")
 
 
 def _number(value: float) -> str:
@@ -124,7 +124,7 @@ def compare(
                 rows.append(
                     [model, str(len(seeds)), *cells, _cell([r["mean"][metric] for r in runs])]
                 )
-            if protocol == "paper" and all(c in PAPER_TABLE2 for c in codes):
+            if protocol == "paper" and all(metric in PAPER_TABLE2.get(c, {}) for c in codes):
                 table2 = [PAPER_TABLE2[c][metric] for c in codes]
                 rows.append(
                     [PAPER_ROW, "5 runs", *(f"{v:.4f}" for v in table2), f"{np.mean(table2):.4f}"]

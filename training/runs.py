@@ -12,6 +12,7 @@ curves.png                  loss and validation metric per epoch, per stage
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from training.data import Interactions
 from training.evaluate import Result, Scorer, evaluate
 from training.protocols import Protocol, build_eval_set
 from training.report import write_json
@@ -65,13 +67,33 @@ def start_run(threads: int, seed: int, device_name: str) -> torch.device:
     return device
 
 
-def write_config(run_dir: Path, payload: dict[str, Any]) -> None:
-    """Record the recipe; a resumed run must have the same one."""
+def write_config(
+    run_dir: Path,
+    *,
+    family: str,
+    name: str,
+    data_dir: Path,
+    data: Interactions,
+    model: Any,
+    train: Any,
+) -> None:
+    """Record the recipe (``model`` and ``train`` are dataclasses) and the vocabulary;
+    a resumed run must have the same recipe."""
+    payload = {
+        "family": family,
+        "name": name,
+        "data": str(data_dir.resolve()),
+        "markets": list(data.markets),
+        "items_sha256": data.items.sha256(),
+        "model": dataclasses.asdict(model),
+        "train": dataclasses.asdict(train),
+    }
     path = run_dir / "config.json"
     text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
     if path.exists() and json.loads(path.read_text()) != json.loads(text):
         raise ValueError(f"{run_dir} holds a run with other settings; use another --out")
     path.write_text(text)
+    data.items.save(run_dir / "items.json")
 
 
 def plot_curves(run_dir: Path, stages: dict[str, StageState], metric: str) -> Path:

@@ -261,17 +261,13 @@ def train_bert4cmr(
     name = model_name(model_cfg, cfg)
     write_config(
         run_dir,
-        {
-            "family": "bert4cmr",
-            "name": name,
-            "data": str(data_dir.resolve()),
-            "markets": list(data.markets),
-            "items_sha256": data.items.sha256(),
-            "model": dataclasses.asdict(model_cfg),
-            "train": dataclasses.asdict(cfg),
-        },
+        family="bert4cmr",
+        name=name,
+        data_dir=data_dir,
+        data=data,
+        model=model_cfg,
+        train=cfg,
     )
-    data.items.save(run_dir / "items.json")
     valid = build_eval_set(split, cfg.valid_protocol, "valid", cfg.seed)
     sampler = NegativeSampler(split, cfg.negative_pool)
     stages: dict[str, StageState] = {}

@@ -16,7 +16,7 @@ from model_store.vocab import PAD
 from tests.conftest import train_args
 from training.baselines import Ease, EaseBlock, Popularity, gram_matrix, solve_ease
 from training.cli import app
-from training.closed_form import fit_closed_form, fold_fits
+from training.closed_form import Blocks, Cooccurrence, fit_closed_form, fold_fits, weighted_gram
 from training.evaluate import evaluate
 from training.hybrid import HybridConfig, HybridRecommender
 from training.hybrid_train import MARKET_ROWS, hide, masked_softmax_loss
@@ -24,12 +24,14 @@ from training.protocols import build_eval_set
 from training.recipe import load_hybrid
 from training.split import Split
 
+BLOCKS = Blocks(global_lambda=50.0, market_lambda=20.0)
+
 
 @pytest.fixture(scope="module")
 def model(synth_split: Split) -> HybridRecommender:
     """A hybrid with random (not trained) learned parts, so every term counts."""
     torch.manual_seed(0)
-    closed = fit_closed_form(synth_split, global_lambda=50.0, market_lambda=20.0)
+    closed = fit_closed_form(synth_split, BLOCKS)
     config = HybridConfig(n_items=synth_split.data.items.size, n_markets=3, d_model=16, n_layers=1)
     model = HybridRecommender(config, closed).eval()
     with torch.no_grad():
@@ -52,7 +54,7 @@ def _inputs(n_items: int, b: int, n: int, c: int) -> tuple[torch.Tensor, ...]:
 
 
 def test_the_closed_form_is_ease(synth_split: Split) -> None:
-    closed = fit_closed_form(synth_split, global_lambda=50.0, market_lambda=20.0)
+    closed = fit_closed_form(synth_split, BLOCKS)
     valid = build_eval_set(synth_split, "full", "valid")
     batch = next(valid.batches(64, markets=[1]))
     inputs = (batch.histories, batch.candidates, batch.markets)
@@ -64,6 +66,21 @@ def test_the_closed_form_is_ease(synth_split: Split) -> None:
         # float16 weights: a few 1e-4 of the largest score
         tolerance = 2e-3 * abs(expected).max()
         np.testing.assert_allclose(scores[:, col].numpy(), expected, atol=tolerance)
+
+
+def test_cooccurrences_weigh_pairs_by_time_apart(synth_split: Split) -> None:
+    assert synth_split.data.has_time
+    plain_items, plain = gram_matrix(synth_split, (0, 1, 2))
+    items, same = weighted_gram(synth_split, (0, 1, 2), Cooccurrence(days=0.0))
+    np.testing.assert_array_equal(items, plain_items)
+    np.testing.assert_allclose(same, plain)  # 0 days: every pair counts 1, plain EASE^R
+    items, timed = weighted_gram(synth_split, (0, 1, 2), Cooccurrence(days=30.0, floor=0.2))
+    np.testing.assert_array_equal(items, plain_items)
+    np.testing.assert_allclose(np.diag(timed), np.diag(plain))  # an item with itself: 0 days
+    off = ~np.eye(len(items), dtype=bool)
+    assert (timed[off] <= plain[off] + 1e-9).all() and (timed[off] >= 0.2 * plain[off] - 1e-9).all()
+    assert (timed[off] < plain[off] - 1e-6).any()  # some pairs were bought apart
+    assert np.linalg.eigvalsh(timed).min() > -1e-6  # still a Gram matrix: EASE^R's solve holds
 
 
 def test_candidate_and_catalogue_scoring_agree(model: HybridRecommender) -> None:
@@ -81,12 +98,11 @@ def test_markets_score_with_their_own_rows(model: HybridRecommender) -> None:
 
 
 def test_folds_leave_their_users_out(synth_split: Split) -> None:
-    fits = fold_fits(synth_split, folds=3, seed=0, global_lambda=50.0, market_lambda=20.0)
+    fits = fold_fits(synth_split, BLOCKS, folds=3, seed=0)
     users = np.flatnonzero(fits.fold == 1)
     without = fit_closed_form(
-        synth_split, global_lambda=50.0, market_lambda=20.0,
-        users_kept=fits.fold != 1, dtype=torch.float32,
-    )  # fmt: skip
+        synth_split, BLOCKS, users_kept=fits.fold != 1, dtype=torch.float32
+    )
     torch.testing.assert_close(fits.fits[1].global_weights, without.global_weights)
     assert len(users) > 50 and fits.fits[1].global_weights.dtype == torch.float32
 
@@ -140,7 +156,11 @@ def test_cmr_train_of_the_hybrid_learns_the_planted_structure(
         assert set(own) == set(MARKET_ROWS)
         for name in MARKET_ROWS:
             torch.testing.assert_close(model.get_parameter(name)[m], own[name])
-        assert (own["market_bias"] - pretrained["market_bias"][m]).abs().max() > 0
+        # Kept only if it validated better than the pre-trained row (epoch 0).
+        stage = json.loads((run / "markets" / code / "stage.json").read_text())
+        changed = bool((own["market_bias"] - pretrained["market_bias"][m]).abs().max() > 0)
+        assert changed == (stage["best_epoch"] > 0), code
+    assert any(s["best_epoch"] > 0 for code, s in summary.items() if code != "pretrain")
     for name, value in pretrained.items():
         if name not in MARKET_ROWS:  # the shared weights are the pre-trained ones
             torch.testing.assert_close(model.get_parameter(name), value)
