@@ -5,6 +5,7 @@
 # Bert4CMR on identical candidates (the seed sets split and negatives):
 #   the baselines of each seed   docs/results/bert4cmr/baselines-s<seed>.json
 #   Bert4CMR, 3 seeds (H100)      docs/results/bert4cmr-h100/*/metrics/*-test.json
+#     (the paper variant, the history-once recipe and the tuned recipe)
 # A finished run is kept, so the script can be stopped and started again.
 #   usage: scripts/reproduce_hybrid.sh [DATA_DIR] [RUNS_DIR] [STEP ...]
 #   steps, in their default order: seed0 seed1 seed2 compare
@@ -26,7 +27,7 @@ for step in "${steps[@]}"; do
                 --set 'eval_splits=["test"]' >"$out.log" 2>&1 ;;
         compare)
             "$cmr" compare "$runs"/hybrid-s*/metrics/*-test.json \
-                docs/results/bert4cmr-h100/{tuned,bert4cmr}-s*/metrics/*-test.json \
+                docs/results/bert4cmr-h100/*/metrics/*-test.json \
                 docs/results/bert4cmr/baselines-s*.json --markdown "$runs/comparison.md" ;;
         *) echo "unknown step $step" >&2; exit 2 ;;
     esac

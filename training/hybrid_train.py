@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 class HybridTrainConfig:
     seed: int = 0
     split_scheme: Scheme = "random"
-    lr: float = 1e-3
+    lr: float = 3e-4
     batch_size: int = 256  # users per step
     mask_rate: float = 0.3  # share of each user's items hidden and predicted, per epoch
     loss: Literal["softmax", "bce"] = "softmax"  # bce: `negatives` sampled per hidden item

@@ -107,7 +107,7 @@ def plot_curves(run_dir: Path, stages: dict[str, StageState], metric: str) -> Pa
         epochs = [p["epoch"] for p in state.curve]
         ax_loss.plot(epochs, [p["loss"] for p in state.curve], marker=".", label=name)
         ax_metric.plot(epochs, [p[metric] for p in state.curve], marker=".", label=name)
-    ax_loss.set(xlabel="epoch", ylabel="training loss (BCE)", title="loss")
+    ax_loss.set(xlabel="epoch", ylabel="training loss", title="loss")
     ax_metric.set(xlabel="epoch", ylabel=f"validation {metric}", title=f"validation {metric}")
     ax_metric.legend(fontsize="small")
     fig.tight_layout()
