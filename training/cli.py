@@ -323,7 +323,8 @@ def export_command(
 
 @store_app.command("list")
 def store_list(store: StoreDir) -> None:
-    """Versions, oldest first; * marks the current one."""
+    """Versions, oldest first; * marks the current one. Each with its variant, creation
+    time and the markets with parameters of their own (the rest use the shared ones)."""
     from model_store.store import ModelStore
 
     with user_errors():
@@ -332,7 +333,9 @@ def store_list(store: StoreDir) -> None:
         for name in opened.versions():
             manifest = opened.open(name, verify=False).manifest
             mark = "*" if name == current else " "
-            print(f"{mark} {name}  {manifest.variant}  {manifest.created_at}")
+            own = ",".join(manifest.own_parameters) or "none"
+            line = f"{mark} {name}  {manifest.variant}  {manifest.created_at}"
+            print(f"{line}  own parameters: {own}")
 
 
 @store_app.command("show")

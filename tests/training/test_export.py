@@ -195,4 +195,5 @@ def test_store_commands(tiny_bert4cmr_run: Path, tiny_run: Path, tmp_path: Path)
     refused = runner.invoke(app, hybrid)
     assert refused.exit_code == 2 and "hybrid run: it has no 'paper' variant" in refused.output
     cmr("export", "--run", str(tiny_run), "--store", str(store), "--version", "h")
-    assert "* h  hybrid" in cmr("store", "list", "--store", str(store))
+    listing = cmr("store", "list", "--store", str(store))
+    assert "* h  hybrid" in listing and "own parameters: aa,bb,cc" in listing
