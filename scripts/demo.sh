@@ -13,7 +13,7 @@ data=$1
 runs=${2:-runs}
 baselines=${3:-$runs/demo-baselines.json}
 cmr=.venv/bin/cmr
-echo "== the default recipe (about 10 minutes on 2 cores), then export"
+echo "== the default recipe (about 6 minutes on 2 cores), then export"
 run=$runs/demo
 $cmr train --data "$data" --out "$run" --set 'eval_protocols=["market","full"]' \
     --set 'eval_splits=["test"]'

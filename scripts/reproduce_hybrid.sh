@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The default recipe (the hybrid) on XMarket Electronics, 3 seeds, as one command:
-# trained with seeds 0, 1, 2 (each about 10 minutes on 2 cores), evaluated under every
+# trained with seeds 0, 1, 2 (each about 6 minutes on 2 cores), evaluated under every
 # protocol on the test split, then compared with popularity, EASE^R and the paper's
 # Bert4CMR on identical candidates (the seed sets split and negatives):
 #   the baselines of each seed   docs/results/bert4cmr/baselines-s<seed>.json

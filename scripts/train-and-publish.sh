@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train the default recipe (the hybrid of docs/results.md; about 10 minutes on 2
+# Train the default recipe (the hybrid of docs/results.md; about 6 minutes on 2
 # cores), then publish the run into a model store (and make it current: a running
 # service picks it up at its next reload).
 #   usage: scripts/train-and-publish.sh DATA_DIR RUN_DIR STORE_DIR [--set key=value ...]

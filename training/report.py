@@ -113,6 +113,8 @@ def compare(
         models = [m for p, m in groups if p == protocol]
         codes = sorted({c for m in models for r in groups[(protocol, m)] for c in r["markets"]})
         for metric in metrics:
+            if not all(metric in r["mean"] for m in models for r in groups[(protocol, m)]):
+                continue  # results written before this metric was measured
             rows = []
             for model in models:
                 runs = groups[(protocol, model)]
