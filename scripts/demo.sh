@@ -15,12 +15,11 @@ baselines=${3:-$runs/demo-baselines.json}
 cmr=.venv/bin/cmr
 echo "== the default recipe (about 6 minutes on 2 cores), then export"
 run=$runs/demo
-$cmr train --data "$data" --out "$run" --set 'eval_protocols=["market","full"]' \
-    --set 'eval_splits=["test"]'
+$cmr train --data "$data" --out "$run" --set 'eval_splits=["test"]'
 if [ ! -f "$baselines" ]; then
     echo "== popularity and EASE^R on the same candidates"
-    $cmr evaluate --data "$data" --model popularity --model ease --protocol market \
-        --protocol full --json "$baselines" >/dev/null
+    $cmr evaluate --data "$data" --model popularity --model ease --protocol paper \
+        --protocol market --protocol full --json "$baselines" >/dev/null
 fi
 echo "== the default recipe beside popularity and EASE^R (test split, seed 0)"
 $cmr compare "$run"/metrics/*-test.json "$baselines"
