@@ -160,9 +160,7 @@ def fold_fits(split: Split, blocks: Blocks, *, folds: int, seed: int) -> FoldFit
     fits = []
     for k in range(folds):
         start = time.perf_counter()
-        fits.append(
-            fit_closed_form(split, blocks, users_kept=fold != k, dtype=torch.float32)
-        )
+        fits.append(fit_closed_form(split, blocks, users_kept=fold != k, dtype=torch.float32))
         seconds = time.perf_counter() - start
         log.info("closed form without fold %d of %d: %.0f s", k + 1, folds, seconds)
     return FoldFits(fold.astype(np.int64), tuple(fits))

@@ -159,6 +159,7 @@ class RunModels:
     graphs: dict[str, Bert4CMR | HybridRecommender]  # graph file in the version -> model
     market_graphs: dict[str, str]  # market code -> the graph scoring it with its own parameters
     pretrained: str | None  # the graph for markets without parameters of their own
+    trained_variant: str  # what the run trained (``variant`` may be the other attention)
 
     @property
     def variant(self) -> str:
@@ -177,8 +178,9 @@ def load_run(run_dir: Path, variant: str | None = None) -> RunModels:
             raise ValueError(f"{run_dir} is a hybrid run: it has no {variant!r} variant")
         model = load_hybrid(run_dir, config)
         every_market = dict.fromkeys(config["markets"], "model.onnx")
-        return RunModels(config, {"model.onnx": model}, every_market, None)
+        return RunModels(config, {"model.onnx": model}, every_market, None, "hybrid")
     model_cfg = Bert4CMRConfig(**config["model"])
+    trained_variant = variant_name(model_cfg)
     if variant is not None:
         if variant not in ("paper", "history-once"):
             raise ValueError(f"{run_dir} is a Bert4CMR run: variant paper or history-once")
@@ -203,9 +205,8 @@ def load_run(run_dir: Path, variant: str | None = None) -> RunModels:
             market_graphs[code] = f"markets/{code}.onnx"
     if pretrained is None and set(market_graphs) != set(config["markets"]):
         raise FileNotFoundError(f"{run_dir}: no trained weights for every market (unfinished?)")
-    return RunModels(
-        config, graphs, market_graphs, "pretrained.onnx" if pretrained is not None else None
-    )
+    fallback = "pretrained.onnx" if pretrained is not None else None
+    return RunModels(config, graphs, market_graphs, fallback, trained_variant)
 
 
 def _test_metrics(run_dir: Path) -> dict[str, dict[str, dict[str, float]]]:
@@ -227,13 +228,10 @@ def export_run(
     """Export every model of ``run_dir`` and publish them as one store version."""
     run = load_run(run_dir, variant)
     cfg = run.config
-    trained_variant = (
-        "hybrid" if cfg.get("family") == "hybrid" else variant_name(Bert4CMRConfig(**cfg["model"]))
-    )
     variant = run.variant
     if version is None:
         version = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{cfg['name']}"
-        version += f"-as-{variant}" if variant != trained_variant else ""
+        version += f"-as-{variant}" if variant != run.trained_variant else ""
     check_version_name(version)
     data = load_interactions(Path(data_dir or cfg["data"]))
     if data.items.sha256() != cfg["items_sha256"]:
@@ -270,7 +268,7 @@ def export_run(
             items="items.json",
             catalogues="catalogues.json",
             # The run measured the variant it trained; another variant's are unknown.
-            metrics=_test_metrics(run_dir) if variant == trained_variant else {},
+            metrics=_test_metrics(run_dir) if variant == run.trained_variant else {},
             files={},  # publish() hashes the files
             command=command,
             source_run=str(run_dir.resolve()),

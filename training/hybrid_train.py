@@ -263,23 +263,15 @@ def run_hybrid_stage(
             total, steps = total + float(loss.detach()), steps + 1
         train_seconds = time.perf_counter() - start
         scores, metric = validate()
-        state.epoch += 1
-        state.curve.append(
-            {
-                "epoch": state.epoch,
-                "loss": total / max(steps, 1),
-                cfg.valid_metric: metric,
-                "users_per_s": len(rows) / train_seconds,
-                "train_s": train_seconds,
-                "valid_s": time.perf_counter() - start - train_seconds,
-            }
-        )
-        if metric > state.best:
-            state.best, state.best_epoch, state.stale = metric, state.epoch, 0
+        point = {
+            "loss": total / max(steps, 1),
+            cfg.valid_metric: metric,
+            "users_per_s": len(rows) / train_seconds,
+            "train_s": train_seconds,
+            "valid_s": time.perf_counter() - start - train_seconds,
+        }
+        if state.end_epoch(point, metric, patience=cfg.patience, max_epochs=max_epochs):
             _save_stage(model, weights_file, markets, shared)
-        else:
-            state.stale += 1
-        state.done = state.stale >= cfg.patience or state.epoch >= max_epochs
         log.info(
             "%s epoch %d: loss %.4f, valid %s %s = %.4f (best %.4f at %d), %.0f s",
             name,

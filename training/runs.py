@@ -44,6 +44,22 @@ class StageState:
     curve: list[dict[str, float]] = field(default_factory=list)
     done: bool = False
 
+    def end_epoch(
+        self, point: dict[str, float], metric: float, *, patience: int, max_epochs: int
+    ) -> bool:
+        """Record an epoch's curve ``point`` and validation ``metric``; decide whether the
+        stage is done (``patience`` epochs without a better metric, or ``max_epochs``).
+        True when this epoch is the best so far: its weights are the ones to keep."""
+        self.epoch += 1
+        self.curve.append({"epoch": self.epoch, **point})
+        improved = metric > self.best
+        if improved:
+            self.best, self.best_epoch, self.stale = metric, self.epoch, 0
+        else:
+            self.stale += 1
+        self.done = self.stale >= patience or self.epoch >= max_epochs
+        return improved
+
 
 def resolve_device(name: str) -> torch.device:
     """auto -> cuda when torch sees a GPU, else cpu; cuda without one is an error."""

@@ -194,24 +194,16 @@ def run_stage(
         loss_mean = total.item() / seen
         train_seconds = time.perf_counter() - start
         metric = evaluate(scorer, valid, markets=markets).mean[cfg.valid_metric]
-        state.epoch += 1
-        state.curve.append(
-            {
-                "epoch": state.epoch,
-                "loss": loss_mean,
-                cfg.valid_metric: metric,
-                "samples_per_s": seen / train_seconds,
-                "data_share": data_seconds / train_seconds,
-                "train_s": train_seconds,
-                "valid_s": time.perf_counter() - start - train_seconds,
-            }
-        )
-        if metric > state.best:
-            state.best, state.best_epoch, state.stale = metric, state.epoch, 0
+        point = {
+            "loss": loss_mean,
+            cfg.valid_metric: metric,
+            "samples_per_s": seen / train_seconds,
+            "data_share": data_seconds / train_seconds,
+            "train_s": train_seconds,
+            "valid_s": time.perf_counter() - start - train_seconds,
+        }
+        if state.end_epoch(point, metric, patience=cfg.patience, max_epochs=max_epochs):
             save_file(_cpu_weights(model), stage_dir / "best.safetensors")
-        else:
-            state.stale += 1
-        state.done = state.stale >= cfg.patience or state.epoch >= max_epochs
         log.info(
             "%s epoch %d: loss %.4f, valid %s %.4f (best %.4f at %d), %.0f samples/s "
             "(data preparation %.1f%%), %.0f s",
