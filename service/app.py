@@ -1,7 +1,9 @@
 """The HTTP API: thin routes over the history store, the batching scorer and the reloader.
 
 The recommend route, the hot one, is a plain ASGI layer (service/recommend.py) that
-FastAPI's router never sees; this module puts it in place and in /openapi.json.
+FastAPI's router never sees, and the checks that come before any body is read (API
+key, Content-Type, size, read timeout) are another (service/guard.py); this module
+puts them in place and in /openapi.json, with every error each operation can give.
 
 Every error is JSON ``{"error": ..., "detail"?: ...}``. Redis trouble is a 503 within
 ``redis_timeout_s``; no model loaded is a 503; bad input is a 4xx naming the problem.
@@ -9,7 +11,7 @@ Every error is JSON ``{"error": ..., "detail"?: ...}``. Redis trouble is a 503 w
 
 from __future__ import annotations
 
-import hmac
+import copy
 import logging
 import sys
 import time
@@ -18,16 +20,15 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import SecretStr
-from redis import asyncio as aioredis
 from starlette.exceptions import HTTPException
 
+from service import guard, recommend, redis_client
 from service.batching import BatchingScorer
-from service.errors import error_body, validation_detail
+from service.errors import NOT_SERVING, error_body, error_responses, validation_detail
 from service.graphs import LoadedVersion
 from service.history import Event, HistoryStore, HistoryUnavailable
 from service.metrics import Metrics
@@ -39,45 +40,13 @@ from service.schemas import (
     EventsOut,
     MarketOut,
     MarketsOut,
-    RecommendIn,
-    RecommendOut,
+    ReadyOut,
+    ReloadOut,
+    add_schemas,
 )
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class BodyLimit:
-    """Refuses request bodies over ``limit`` bytes (413), declared or streamed."""
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and not declared.isdigit():
-            response = JSONResponse({"error": "content-length is not a number"}, 400)
-            await response(scope, receive, send)
-            return
-        if declared is not None and int(declared) > self.limit:
-            response = JSONResponse({"error": f"request body over {self.limit} bytes"}, 413)
-            await response(scope, receive, send)
-            return
-        seen = 0
-
-        async def counted() -> Any:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise HTTPException(413, f"request body over {self.limit} bytes")
-            return message
-
-        await self.app(scope, counted, send)
 
 
 class RequestMetrics:
@@ -126,15 +95,6 @@ async def _loaded(request: Request) -> LoadedVersion:
     return loaded
 
 
-async def _api_key(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> None:
-    """Constant-time check of the X-API-Key header, when a key is configured."""
-    key: SecretStr | None = request.app.state.settings.api_key
-    if key is None:
-        return
-    if not hmac.compare_digest((x_api_key or "").encode(), key.get_secret_value().encode()):
-        raise HTTPException(401, "missing or wrong X-API-Key")
-
-
 # The dependencies are ``async``: FastAPI would run plain functions in a thread pool,
 # a thread hop per dependency per request.
 History = Annotated[HistoryStore, Depends(_history)]
@@ -159,10 +119,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = aioredis.Redis.from_url(
-            settings.redis_url,
-            socket_timeout=settings.redis_timeout_s,
-            socket_connect_timeout=settings.redis_timeout_s,
+        client = redis_client.connect(
+            settings.redis_url, settings.redis_timeout_s, cluster=settings.redis_cluster
         )
         app.state.history = HistoryStore(
             client, settings.history_length, settings.dedup_ttl_s, settings.redis_timeout_s
@@ -188,7 +146,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(
         title="Cross-market recommendation service",
         lifespan=lifespan,
-        responses={"default": {"description": "Error: {error, detail?}"}},
+        responses=error_responses({500: "Internal error"}),
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -196,7 +154,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse(error_body(exc.detail), status_code=exc.status_code)
+        # The headers carry what the status needs, e.g. a 405's Allow.
+        return JSONResponse(error_body(exc.detail), exc.status_code, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -212,8 +171,19 @@ def create_app(settings: Settings) -> FastAPI:
         metrics.redis_errors.inc()
         return JSONResponse(error_body("history store unavailable", str(exc)), 503)
 
-    @app.post("/events", dependencies=[Depends(_api_key)])
+    @app.post(
+        "/events",
+        responses=error_responses(
+            {422: "Invalid events, or a market the model does not serve", 503: NOT_SERVING}
+        ),
+    )
     async def post_events(body: EventsIn, history: History, loaded: Loaded) -> EventsOut:
+        """Append events to their users' histories, once Redis acknowledged them.
+
+        De-duplication is per (market, user, event_id), for CMR_DEDUP_TTL_S; events
+        without an event_id are never duplicates. A 503 (Redis not answering in time)
+        may still have stored some or all of the events: retry with the same event_ids,
+        which is safe, as the stored ones count as duplicates."""
         unknown_markets = sorted({e.market for e in body.events} - set(loaded.markets))
         if unknown_markets:
             raise HTTPException(422, f"unknown market(s): {', '.join(unknown_markets)}")
@@ -236,7 +206,7 @@ def create_app(settings: Settings) -> FastAPI:
             unknown_items=unknown,
         )
 
-    @app.get("/markets")
+    @app.get("/markets", responses=error_responses({503: "No model loaded yet"}))
     async def markets(loaded: Loaded) -> MarketsOut:
         return MarketsOut(
             markets=[
@@ -254,7 +224,11 @@ def create_app(settings: Settings) -> FastAPI:
     async def livez() -> dict[str, str]:
         return {"status": "alive"}
 
-    @app.get("/readyz")
+    @app.get(
+        "/readyz",
+        response_model=ReadyOut,
+        responses={503: {"model": ReadyOut, "description": "Not ready: no model, or no Redis"}},
+    )
     async def readyz(history: History) -> JSONResponse:
         loaded = reloader.loaded
         redis_ok = await history.ping()
@@ -269,11 +243,15 @@ def create_app(settings: Settings) -> FastAPI:
             {"status": "ready" if ready else "not ready", **body}, 200 if ready else 503
         )
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)  # documented as text, as served
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/admin/reload", dependencies=[Depends(_api_key)])
+    @app.post(
+        "/admin/reload",
+        response_model=ReloadOut,
+        responses=error_responses({409: "The current version was refused; the old one serves"}),
+    )
     async def admin_reload() -> JSONResponse:
         try:
             loaded = await reloader.reload(force=True)
@@ -284,51 +262,43 @@ def create_app(settings: Settings) -> FastAPI:
             )
         return JSONResponse({"serving": loaded.version, "variant": loaded.variant})
 
-    # The first added is the innermost: the hot route sits inside the body limit and
-    # the request metrics, and answers before FastAPI's router.
+    # The first added is the innermost: the hot route sits inside the guard and the
+    # request metrics, and answers before FastAPI's router.
     app.add_middleware(
         RecommendRoute, state=app.state, reloader=reloader, scorer=scorer, metrics=metrics
     )
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(
+        guard.RequestGuard,
+        limit=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+        api_key=settings.api_key,
+    )
     app.add_middleware(RequestMetrics, metrics=metrics, reloader=reloader)
-    _document_recommend(app)
+    _document(app, reloader)
     return app
 
 
-def _document_recommend(app: FastAPI) -> None:
-    """Put the hot route, which FastAPI's router never sees, in /openapi.json."""
-    generate = app.openapi
+def _document(app: FastAPI, reloader: Reloader) -> None:
+    """/openapi.json: FastAPI's routes, the recommend route, what the guard answers, and
+    the markets of the version served (so an unknown market is invalid input there)."""
+    generate = app.openapi  # FastAPI's; it keeps the first it made
+    made: dict[tuple[str, ...], dict[str, Any]] = {}
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        schema = generate()
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        ref = "#/components/schemas/{model}"
-        for model in (RecommendIn, RecommendOut, ErrorOut):
-            found = model.model_json_schema(ref_template=ref)
-            components.update(found.pop("$defs", {}))
-            components[model.__name__] = found
-
-        def body(model: str) -> dict[str, Any]:
-            return {"application/json": {"schema": {"$ref": ref.format(model=model)}}}
-
-        schema["paths"][PATH] = {
-            "post": {
-                "summary": "Recommend",
-                "description": "The user's ranking of the given candidates, or else of the "
-                "market's catalogue; the market's popularity for a user without history.",
-                "parameters": [
-                    {"name": "market", "in": "path", "required": True, "schema": {"type": "string"}}
-                ],
-                "requestBody": {"required": True, "content": body("RecommendIn")},
-                "responses": {
-                    "200": {"description": "Ranked items", "content": body("RecommendOut")},
-                    "default": {"description": "Error", "content": body("ErrorOut")},
-                },
-            }
-        }
-        app.openapi_schema = schema
-        return schema
+        loaded = reloader.loaded
+        markets = tuple(sorted(loaded.markets)) if loaded is not None else ()
+        if markets not in made:
+            schema = copy.deepcopy(generate())
+            add_schemas(schema, ErrorOut)
+            recommend.document(schema)
+            guard.document(schema)
+            if markets:
+                described = {"enum": list(markets), "description": "A market served now"}
+                schema["components"]["schemas"]["EventIn"]["properties"]["market"] |= described
+                market = schema["paths"][PATH]["post"]["parameters"][0]["schema"]
+                market |= described
+            made.clear()  # only the version served now
+            made[markets] = schema
+        return made[markets]
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -5,6 +5,10 @@ Keys (``cmr:`` namespace; the user id is hashed, so no id can form another key):
     cmr:{<market>:<user hash>}:e:<id hash>  an event id seen lately (expires)
 The braces are a Redis Cluster hash tag: a user's keys share one slot, so the Lua
 script that appends and de-duplicates touches one node and stays atomic there.
+
+Commands that arrive together go out together: on one Redis as one pipeline (one
+round trip); on a cluster, each to its node at once, so a node that is down fails
+only the commands for its slots.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
-from redis import asyncio as aioredis
 from redis.exceptions import RedisError
+
+from service.redis_client import Backend, Command
 
 T = TypeVar("T")
 
@@ -72,7 +77,11 @@ def user_tag(market: str, user_id: str) -> str:
 
 class HistoryStore:
     def __init__(
-        self, client: aioredis.Redis, max_length: int, dedup_ttl_s: int, timeout_s: float
+        self,
+        client: Backend,
+        max_length: int,
+        dedup_ttl_s: int,
+        timeout_s: float,
     ) -> None:
         self.client = client
         self.max_length = max_length
@@ -81,7 +90,6 @@ class HistoryStore:
         # History reads waiting for the next pipeline, and the pipelines under way.
         self._reads: list[tuple[str, asyncio.Future[list[bytes]]]] = []
         self._reading: set[asyncio.Task[None]] = set()
-        self._append = client.register_script(APPEND)
 
     async def _bounded(self, call: Awaitable[T]) -> T:
         try:
@@ -90,9 +98,17 @@ class HistoryStore:
         except (RedisError, OSError, TimeoutError) as e:
             raise HistoryUnavailable(f"Redis: {type(e).__name__}: {e}") from e
 
+    async def _batch(self, commands: list[Command]) -> list[Any]:
+        """Each command's reply, or the ``HistoryUnavailable`` it met, within the budget."""
+        replies = await self._bounded(self.client.batch(commands))
+        return [
+            HistoryUnavailable(f"Redis: {type(r).__name__}: {r}") if isinstance(r, Exception) else r
+            for r in replies
+        ]
+
     async def ping(self) -> bool:
         try:
-            return bool(await self._bounded(self.client.ping()))
+            return await self._bounded(self.client.ping())
         except HistoryUnavailable:
             return False
 
@@ -102,7 +118,7 @@ class HistoryStore:
         by_user: dict[tuple[str, str], list[Event]] = defaultdict(list)
         for event in events:
             by_user[(event.market, event.user_id)].append(event)
-        pipe = self.client.pipeline(transaction=False)
+        calls: list[Command] = []
         for (market, user_id), user_events in by_user.items():
             ordered = user_events
             if all(e.timestamp is not None for e in user_events):
@@ -114,8 +130,13 @@ class HistoryStore:
             args: list[Any] = [self.max_length, self.dedup_ttl_s]
             for e in ordered:
                 args += [e.item_id, "1" if e.event_id is not None else "0"]
-            await self._append(keys=keys, args=args, client=pipe)
-        replies = cast(list[list[int]], await self._bounded(pipe.execute()))
+            # EVAL, not EVALSHA: no SCRIPT EXISTS round trip per pipeline, and nothing
+            # to reload into a Redis that restarted with an empty script cache.
+            calls.append((keys[0], ("EVAL", APPEND, len(keys), *keys, *args)))
+        replies = await self._batch(calls)
+        for reply in replies:
+            if isinstance(reply, HistoryUnavailable):
+                raise reply  # some may be stored: the client's retry is de-duplicated
         counts: dict[str, tuple[int, int]] = {}
         for (market, _), (added, duplicates) in zip(by_user, replies, strict=True):
             before = counts.get(market, (0, 0))
@@ -143,11 +164,11 @@ class HistoryStore:
         task.add_done_callback(self._reading.discard)
 
     async def _read(self, reads: list[tuple[str, asyncio.Future[list[bytes]]]]) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for key, _ in reads:
-            pipe.lrange(key, 0, self.max_length - 1)
         try:
-            replies = cast(list[list[bytes]], await self._bounded(pipe.execute()))
+            lists: list[Command] = [
+                (key, ("LRANGE", key, 0, self.max_length - 1)) for key, _ in reads
+            ]
+            replies = await self._batch(lists)
         except BaseException as e:  # HistoryUnavailable, a bug, a cancel: every reader hears
             failure = e if isinstance(e, Exception) else HistoryUnavailable("read cancelled")
             for _, future in reads:
@@ -156,6 +177,10 @@ class HistoryStore:
             if not isinstance(e, Exception):
                 raise
             return
-        for (_, future), raw in zip(reads, replies, strict=True):
-            if not future.done():  # its request went away
-                future.set_result(raw)
+        for (_, future), reply in zip(reads, replies, strict=True):
+            if future.done():  # its request went away
+                continue
+            if isinstance(reply, HistoryUnavailable):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)

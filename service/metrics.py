@@ -67,6 +67,10 @@ class Metrics:
         self.reloads = Counter(
             "cmr_model_reloads", "Model versions swapped in.", ["result"], registry=r
         )
+        # Both results exist from the start at 0: a series born at 1 shows no increase,
+        # so the dashboard would miss a service's first refusal.
+        for result in ("loaded", "refused"):
+            self.reloads.labels(result)
         self.model_info = Gauge(
             "cmr_model_info",
             "The served model: 1 for the current version.",

@@ -21,11 +21,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import IO, NamedTuple
 
 import httpx
 import numpy as np
@@ -90,46 +90,73 @@ def make_workload(
     return Workload(market, names, histories, asks)
 
 
-class RunningService(NamedTuple):
+@dataclass
+class RunningService:
     url: str
-    pid: int
+    process: subprocess.Popen[bytes]
+    log: IO[bytes]  # the service's stdout and stderr
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log_text(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
 
 
 @contextmanager
 def running_service(
-    store: Path, redis_url: str, port: int, batching: bool, threads: int, provider: Provider
+    store: Path,
+    redis_url: str,
+    port: int,
+    batching: bool = True,
+    threads: int = 0,
+    provider: Provider = "cpu",
+    *,
+    env: Mapping[str, str] | None = None,
+    ready_s: float = 120,
 ) -> Iterator[RunningService]:
-    env = os.environ | {
-        "CMR_STORE": str(store),
-        "CMR_REDIS_URL": redis_url,
-        "CMR_API_KEY": "bench",
-        "CMR_BATCHING": "true" if batching else "false",
-        "CMR_INTRA_THREADS": str(threads),
-        "CMR_PROVIDER": provider,
-        "CMR_RELOAD_INTERVAL_S": "0",
-    }
+    """A ``cmr serve`` process, once /readyz says ready; ``env`` adds ``CMR_*`` settings."""
+    full_env = (
+        os.environ
+        | {
+            "CMR_STORE": str(store),
+            "CMR_REDIS_URL": redis_url,
+            "CMR_API_KEY": "bench",
+            "CMR_BATCHING": "true" if batching else "false",
+            "CMR_INTRA_THREADS": str(threads),
+            "CMR_PROVIDER": provider,
+            "CMR_RELOAD_INTERVAL_S": "0",
+        }
+        | dict(env or {})
+    )
     command = [sys.executable, "-m", "training.cli", "serve", "--port", str(port)]
     # The log goes to a file: a pipe nobody reads would block the service once full.
     with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
+        process = subprocess.Popen(command, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+        service = RunningService(f"http://127.0.0.1:{port}", process, log)
         try:
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + ready_s
             while True:
                 try:
-                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    if httpx.get(f"{service.url}/readyz", timeout=1).status_code == 200:
                         break
                 except httpx.TransportError:
                     pass
                 if process.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    tail = log.read().decode(errors="replace")[-2000:]
+                    tail = service.log_text()[-2000:]
                     raise RuntimeError(f"the service did not become ready:\n{tail}")
                 time.sleep(0.2)
-            yield RunningService(url, process.pid)
+            yield service
         finally:
             process.terminate()
-            process.wait(30)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 async def _post_histories(url: str, workload: Workload) -> None:

@@ -16,6 +16,9 @@ class Settings(BaseSettings):
 
     store: Path = Field(Path("store"), description="Model store folder.")
     redis_url: str = "redis://localhost:6379/0"
+    redis_cluster: bool = Field(
+        False, description="CMR_REDIS_URL names a node of a Redis Cluster (the rest are found)."
+    )
     api_key: SecretStr | None = Field(
         None, description="Required on POST /events and /admin/*; needed outside development."
     )
@@ -45,7 +48,14 @@ class Settings(BaseSettings):
     switch_interval_ms: float = Field(
         0.5, gt=0, description="Python's thread switch interval (GIL hand-over), ms."
     )
-    redis_timeout_s: float = Field(1.0, gt=0, description="Per Redis call; then 503.")
+    redis_timeout_s: float = Field(
+        1.0,
+        gt=0,
+        description="The Redis budget of one request, its one retry included; then 503.",
+    )
+    body_timeout_s: float = Field(
+        10.0, gt=0, description="Longest wait for the next part of a request body; then 408."
+    )
     reload_interval_s: float = Field(10.0, ge=0, description="Polling for a new current; 0 off.")
     max_body_bytes: int = Field(1 << 20, ge=1024)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,11 @@ def tiny_store(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Vers
 
     store = ModelStore(tmp_path_factory.mktemp("store"))
     return export_run(tiny_run, store, version="tiny-1")
+
+
+@pytest.fixture
+def store(tiny_store: Version, tmp_path: Path) -> ModelStore:
+    """A private copy of the tiny store (current: tiny-1), free to change."""
+    root = tmp_path / "store"
+    shutil.copytree(tiny_store.path.parents[1], root)
+    return ModelStore(root)

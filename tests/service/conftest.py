@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -21,12 +20,9 @@ from model_store.manifest import MANIFEST
 from model_store.store import ModelStore, Version
 from service.app import create_app
 from service.settings import Settings
+from tests.processes import free_port
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["free_port"]  # the service tests import it from here
 
 
 @pytest.fixture(scope="session")
@@ -62,22 +58,23 @@ def flushed_redis(redis_url: str) -> str:
     return redis_url
 
 
-def clone_version(store: ModelStore, source: str, name: str, **changes: Any) -> Version:
-    """Publish a copy of ``source`` as ``name`` (freshly hashed), unpromoted."""
+def clone_version(
+    store: ModelStore,
+    source: str,
+    name: str,
+    edit: Callable[[Path], None] | None = None,
+    **changes: Any,
+) -> Version:
+    """Publish a copy of ``source`` as ``name`` (freshly hashed), unpromoted; ``edit``
+    may change the copied files (it gets their folder) before they are hashed."""
     src = store.open(source, verify=False)
     with store.staging() as folder:
         shutil.copytree(src.path, folder, dirs_exist_ok=True)
         (folder / MANIFEST).unlink()
+        if edit is not None:
+            edit(folder)
         manifest = dataclasses.replace(src.manifest, version=name, files={}, **changes)
         return store.publish(folder, manifest, promote=False)
-
-
-@pytest.fixture
-def store(tiny_store: Version, tmp_path: Path) -> ModelStore:
-    """A private copy of the tiny store (current: tiny-1), free to change."""
-    root = tmp_path / "store"
-    shutil.copytree(tiny_store.path.parents[1], root)
-    return ModelStore(root)
 
 
 def settings(store: ModelStore, redis_url: str, **overrides: Any) -> Settings:

@@ -15,14 +15,16 @@ from pydantic import ValidationError
 from model_store.catalogue import load_catalogues
 from model_store.store import ModelStore
 from model_store.vocab import Vocabulary
-from service.app import BodyLimit
 from service.batching import BatchingScorer
+from service.guard import RequestGuard
 from service.serve_bench import bench_serve, measurement_table
 from service.settings import Settings
 from tests.service.conftest import KEY, Api, clone_version, free_port, running, settings
 from training.export import load_run, torch_scores
 
 pytestmark = pytest.mark.anyio
+
+JSON = {"content-type": "application/json"}  # the JSON routes refuse other bodies (415)
 
 
 def _vocab(store: ModelStore) -> Vocabulary:
@@ -83,14 +85,14 @@ async def test_history_reads_that_arrive_together_share_one_pipeline(
         await _post_history(api, "aa", f"p{i}", items[i : i + 2])
     history = api.app.state.history
     pipelines = 0
-    make = history.client.pipeline
+    make = history.client.client.pipeline  # the one Redis's own client
 
     def counting(*args: object, **kwargs: object) -> object:
         nonlocal pipelines
         pipelines += 1
         return make(*args, **kwargs)
 
-    monkeypatch.setattr(history.client, "pipeline", counting)
+    monkeypatch.setattr(history.client.client, "pipeline", counting)
     read = await asyncio.gather(*(history.history("aa", f"p{i}") for i in range(4)))
     assert read == [items[i : i + 2] for i in range(4)]  # each its own, oldest first
     assert pipelines == 1
@@ -108,7 +110,7 @@ async def test_bad_events_are_refused_with_reasons(api: Api) -> None:
     ]:
         reply = await api.http.post("/events", json=body, headers=KEY)
         assert reply.status_code == 422 and reply.json()["error"] == "invalid request"
-    reply = await api.http.post("/events", content=b"{", headers=KEY)
+    reply = await api.http.post("/events", content=b"{", headers=KEY | JSON)
     assert reply.status_code == 422
     assert (await api.http.post("/events", json=unknown)).status_code == 401
     wrong = {"X-API-Key": "test-kez"}
@@ -130,7 +132,7 @@ async def test_oversized_bodies_are_refused(store: ModelStore, flushed_redis: st
                 yield b'"' + b"x" * 100 + b'",'
             yield b'"x"]}'
 
-        reply = await api.http.post("/markets/aa/recommend", content=streamed())
+        reply = await api.http.post("/markets/aa/recommend", content=streamed(), headers=JSON)
         assert reply.status_code == 413 and "2048" in reply.json()["error"]
 
 
@@ -148,7 +150,7 @@ async def test_a_content_length_that_is_not_a_number_is_a_400() -> None:
 
     scope = {"type": "http", "method": "POST", "path": "/events",
              "headers": [(b"content-length", b"12abc")]}  # fmt: skip
-    await BodyLimit(never_called, limit=1024)(scope, receive, send)
+    await RequestGuard(never_called, limit=1024)(scope, receive, send)
     assert sent[0]["status"] == 400
     assert b"not a number" in sent[1]["body"]  # type: ignore[operator]
 
@@ -217,7 +219,7 @@ async def test_recommend_refuses_bad_requests(api: Api) -> None:
         assert reply.json()["error"] == "invalid request"
     reply = await api.http.post("/markets/aa/recommend", json={"user_id": "u", "k": 0})
     assert [d["loc"] for d in reply.json()["detail"]] == [["body", "k"]]
-    reply = await api.http.post("/markets/aa/recommend", content=b'{"user_id": ')
+    reply = await api.http.post("/markets/aa/recommend", content=b'{"user_id": ', headers=JSON)
     assert reply.status_code == 422 and reply.json()["detail"][0]["type"] == "json_invalid"
     reply = await api.http.get("/markets/aa/recommend")
     assert reply.status_code == 405 and reply.headers["allow"] == "POST"

@@ -1,0 +1,135 @@
+"""The checks every request passes before any route reads its body: one plain ASGI layer.
+
+In order: the API key of protected operations (401), the Content-Length framing (400),
+the declared size (413), the Content-Type of the routes that take JSON (415). Then the
+body is read here, each part within ``body_timeout_s`` (else 408, and the connection
+closed) and all of it within ``limit`` bytes (413), and handed on as one message. So a
+refused client never gets its body read or parsed, and a client that stops sending
+holds a connection for ``body_timeout_s``, not until the server's own timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from typing import Any
+
+from pydantic import SecretStr
+from starlette.responses import JSONResponse
+
+from service.errors import error_body, error_responses
+from service.recommend import PATH_PATTERN
+
+KEY_HEADER = "X-API-Key"
+_SCHEME = "ApiKey"
+
+
+def needs_key(method: str, path: str) -> bool:
+    """The operations that change state: POST /events and everything under /admin/."""
+    return (method == "POST" and path == "/events") or path.startswith("/admin/")
+
+
+def takes_json(method: str, path: str) -> bool:
+    return method == "POST" and (path == "/events" or PATH_PATTERN.fullmatch(path) is not None)
+
+
+def _is_json(content_type: bytes | None) -> bool:
+    media = (content_type or b"").split(b";", 1)[0].strip().lower()
+    return media == b"application/json"
+
+
+class RequestGuard:
+    """Outside the routes, inside the request metrics; ``api_key`` None: no key needed."""
+
+    def __init__(
+        self, app: Any, limit: int, body_timeout_s: float = 10.0, api_key: SecretStr | None = None
+    ) -> None:
+        self.app = app
+        self.limit = limit
+        self.body_timeout_s = body_timeout_s
+        self.key = api_key.get_secret_value().encode() if api_key is not None else None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        outcome = self._refusal(scope) or await self._read(receive)
+        if isinstance(outcome, bytes):
+            await self.app(scope, _replay(outcome, receive), send)
+        else:
+            await outcome(scope, receive, send)
+
+    def _refusal(self, scope: Any) -> JSONResponse | None:
+        """The answer to a request its headers alone refuse, else None."""
+        method, path = scope["method"], scope["path"]
+        headers = dict(scope["headers"])
+        if self.key is not None and needs_key(method, path):
+            given = headers.get(KEY_HEADER.lower().encode(), b"")
+            if not hmac.compare_digest(given, self.key):  # constant time
+                return _error(401, f"missing or wrong {KEY_HEADER}")
+        declared = headers.get(b"content-length")
+        if declared is not None and not declared.isdigit():
+            return _error(400, "content-length is not a number")
+        if declared is not None and int(declared) > self.limit:
+            return _error(413, f"request body over {self.limit} bytes")
+        if takes_json(method, path) and not _is_json(headers.get(b"content-type")):
+            return _error(415, "Content-Type must be application/json")
+        return None
+
+    async def _read(self, receive: Any) -> bytes | JSONResponse:
+        """The whole body, or the refusal of a slow, oversized or abandoned one."""
+        chunks: list[bytes] = []
+        seen = 0
+        while True:
+            try:
+                async with asyncio.timeout(self.body_timeout_s):
+                    message = await receive()
+            except TimeoutError:
+                # Connection: close makes uvicorn drop the connection and its unread body.
+                timeout = f"request body incomplete after {self.body_timeout_s:g} s"
+                return _error(408, timeout, {"connection": "close"})
+            if message["type"] == "http.disconnect":  # nobody hears it; the metrics count it
+                return _error(400, "the client went away before its request body ended")
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.limit:
+                return _error(413, f"request body over {self.limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    """A ``receive`` that gives the body read, then what the client does next (disconnect)."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replayed() -> Any:
+        return pending.pop() if pending else await receive()
+
+    return replayed
+
+
+def _error(status: int, error: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(error), status, headers)
+
+
+def document(schema: dict[str, Any]) -> None:
+    """Add what the guard answers to every operation of an OpenAPI ``schema``."""
+    schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+    schemes[_SCHEME] = {"type": "apiKey", "in": "header", "name": KEY_HEADER}
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            method = method.upper()
+            errors = {
+                400: "Content-Length is not a number, or the body was cut short",
+                408: "The request body stopped arriving (CMR_BODY_TIMEOUT_S); "
+                "the connection is closed",
+                413: "The request body is over CMR_MAX_BODY_BYTES",
+            }
+            if needs_key(method, path):
+                operation["security"] = [{_SCHEME: []}]
+                errors[401] = f"Missing or wrong {KEY_HEADER}"
+            if takes_json(method, path):
+                errors[415] = "Content-Type is not application/json"
+            responses = operation.setdefault("responses", {}) | error_responses(errors)
+            operation["responses"] = dict(sorted(responses.items()))
