@@ -64,7 +64,7 @@ def main() -> None:
     workload = make_workload(ModelStore(args.store), None, 256, args.candidates)
     redis = redis_pid(urlsplit(args.redis_url).port or 6379)
     with running_service(args.store, args.redis_url, args.port, True, 0, "auto") as service:
-        url, pid = service
+        url, pid = service.url, service.pid
         asyncio.run(_post_histories(url, workload))
         asyncio.run(_drive(url, workload, args.clients, 2.0, "warm-up"))  # threads exist now
         before_threads, before_self = thread_seconds(pid), sum(os.times()[:2])
