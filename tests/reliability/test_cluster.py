@@ -27,6 +27,10 @@ from tests.reliability.conftest import FULL, Report
 from tests.reliability.load import KEY
 
 MASTERS = 3
+# All users' requests are started at once; at most 16 per replica are in flight (as
+# from a few clients), the rest wait for a connection however long that takes.
+WAIT = httpx.Timeout(10, pool=None)
+LIMITS = httpx.Limits(max_connections=16)
 NODE_ARGS = (
     "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
     "--cluster-node-timeout", "1000",
@@ -94,8 +98,12 @@ def test_two_replicas_share_a_cluster_and_a_dead_master_fails_only_its_slots(
 
         async def post_all() -> list[int]:
             async with (
-                httpx.AsyncClient(base_url=replicas[0].url, headers=KEY) as a,
-                httpx.AsyncClient(base_url=replicas[1].url, headers=KEY) as b,
+                httpx.AsyncClient(
+                    base_url=replicas[0].url, headers=KEY, timeout=WAIT, limits=LIMITS
+                ) as a,
+                httpx.AsyncClient(
+                    base_url=replicas[1].url, headers=KEY, timeout=WAIT, limits=LIMITS
+                ) as b,
             ):
                 clients = (a, b)
 
@@ -112,8 +120,8 @@ def test_two_replicas_share_a_cluster_and_a_dead_master_fails_only_its_slots(
             """Each user's ranking of ``candidates`` minus their history, through the
             replica that did not take their events."""
             async with (
-                httpx.AsyncClient(base_url=replicas[0].url, timeout=10) as a,
-                httpx.AsyncClient(base_url=replicas[1].url, timeout=10) as b,
+                httpx.AsyncClient(base_url=replicas[0].url, timeout=WAIT, limits=LIMITS) as a,
+                httpx.AsyncClient(base_url=replicas[1].url, timeout=WAIT, limits=LIMITS) as b,
             ):
                 clients = (b, a)
 
