@@ -268,7 +268,7 @@ def summary(args: argparse.Namespace, saturation: float, rate: float, start_rss:
         ("requests", f"{sum(w.sent for w in result.windows)} "
          f"({sum(w.late for w in result.windows)} sent over {LATE_S * 1000:.0f} ms late)"),
         ("non-200", f"{failed}" + (f" ({others}; 0: no reply)" if others else "")),
-        ("RSS at start (after warm-up, before load)", f"{start_rss:.1f} MB"),
+        (f"RSS at start (after histories and {WARMUP_S:g} s of load)", f"{start_rss:.1f} MB"),
         ("RSS after the first minute", f"{first:.1f} MB"),
         ("RSS at the end", f"{rss[-1]:.1f} MB"),
         ("growth, first minute to end", f"{100 * (rss[-1] - first) / first:+.1f}%"),
