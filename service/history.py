@@ -57,6 +57,10 @@ return {added, dups}
 class HistoryUnavailable(Exception):
     """Redis did not answer in time or failed."""
 
+    @classmethod
+    def because(cls, error: BaseException) -> HistoryUnavailable:
+        return cls(f"Redis: {type(error).__name__}: {error}")
+
 
 @dataclass(frozen=True)
 class Event:
@@ -96,15 +100,12 @@ class HistoryStore:
             async with asyncio.timeout(self.timeout_s):  # unlike wait_for, no task per call
                 return await call
         except (RedisError, OSError, TimeoutError) as e:
-            raise HistoryUnavailable(f"Redis: {type(e).__name__}: {e}") from e
+            raise HistoryUnavailable.because(e) from e
 
     async def _batch(self, commands: list[Command]) -> list[Any]:
         """Each command's reply, or the ``HistoryUnavailable`` it met, within the budget."""
         replies = await self._bounded(self.client.batch(commands))
-        return [
-            HistoryUnavailable(f"Redis: {type(r).__name__}: {r}") if isinstance(r, Exception) else r
-            for r in replies
-        ]
+        return [HistoryUnavailable.because(r) if isinstance(r, Exception) else r for r in replies]
 
     async def ping(self) -> bool:
         try:

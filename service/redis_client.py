@@ -97,19 +97,20 @@ class ClusterRedis:
             if not self._stale or time.monotonic() - self._refreshed < REFRESH_S:
                 return
             self._refreshed = time.monotonic()
-            owners = [""] * REDIS_CLUSTER_HASH_SLOTS
-            seeds = [_client(self.seed, self.timeout_s), *self.nodes.values()]
+            seed = _client(self.seed, self.timeout_s)  # the nodes known may all be gone
             error: Exception = ConnectionError("no cluster node answered")
-            for seed in seeds:
-                try:
-                    ranges = await seed.execute_command("CLUSTER SLOTS")  # type: ignore[no-untyped-call]
-                    break
-                except RedisError as e:
-                    error = e
-            else:
-                await seeds[0].aclose()
-                raise error
-            await seeds[0].aclose()
+            try:
+                for node in (seed, *self.nodes.values()):
+                    try:
+                        ranges = await node.execute_command("CLUSTER SLOTS")  # type: ignore[no-untyped-call]
+                        break
+                    except RedisError as e:
+                        error = e
+                else:
+                    raise error
+            finally:
+                await seed.aclose()
+            owners = [""] * REDIS_CLUSTER_HASH_SLOTS
             for start, end, master, *_ in ranges:
                 host = master[0].decode() if isinstance(master[0], bytes) else master[0]
                 owners[start : end + 1] = [f"{host}:{master[1]}"] * (end + 1 - start)

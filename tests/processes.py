@@ -25,7 +25,8 @@ def free_port(highest: int = 65_535) -> int:
 
 class RedisProcess:
     """One redis-server on a fixed loopback port and folder, so a restart finds its
-    append-only file (``appendfsync always``: an acknowledged write is on disk)."""
+    append-only file (``appendfsync always``: an acknowledged write is on disk).
+    ``args`` are more redis-server options, after these defaults: a later one wins."""
 
     def __init__(self, folder: Path, *args: str, port: int | None = None) -> None:
         binary = shutil.which("redis-server")

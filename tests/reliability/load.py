@@ -13,6 +13,11 @@ import httpx
 KEY = {"X-API-Key": "bench"}  # the key service.serve_bench.running_service sets
 
 
+def first_market(url: str) -> str:
+    """The first market the service at ``url`` serves (GET /markets)."""
+    return str(httpx.get(f"{url}/markets").json()["markets"][0]["market"])
+
+
 @dataclass(frozen=True)
 class Reply:
     kind: str  # "events" or "recommend"

@@ -18,7 +18,7 @@ from model_store.vocab import Vocabulary
 from service.serve_bench import running_service
 from tests.processes import RedisProcess, free_port
 from tests.reliability.conftest import FULL, Report
-from tests.reliability.load import KEY, Load
+from tests.reliability.load import KEY, Load, first_market
 from tests.service.conftest import clone_version
 
 
@@ -29,7 +29,7 @@ def test_hot_swaps_under_load_fail_no_request(
     for n in range(swaps):
         clone_version(store, "tiny-1", f"swap-{n}")
     with running_service(store.root, redis_server.url, free_port()) as service:
-        market = httpx.get(f"{service.url}/markets").json()["markets"][0]["market"]
+        market = first_market(service.url)
         load = Load(service.url, market)
         served = []
 
@@ -95,7 +95,7 @@ def test_a_poisoned_version_is_refused_and_the_old_one_keeps_serving(
             assert refused.status_code == 409
             assert reason in refused.json()["error"]
             assert refused.json()["detail"] == {"serving": "tiny-1"}
-            market = http.get("/markets").json()["markets"][0]["market"]
+            market = first_market(service.url)
             reply = http.post(f"/markets/{market}/recommend", json={"user_id": "u", "k": 3})
             assert reply.status_code == 200 and reply.json()["model_version"] == "tiny-1"
     report(poison=str(value), refused=True, reason=refused.json()["error"])

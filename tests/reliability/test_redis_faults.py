@@ -15,14 +15,10 @@ from service.history import user_tag
 from service.serve_bench import running_service
 from tests.processes import RedisProcess, free_port
 from tests.reliability.conftest import FULL, Report
-from tests.reliability.load import KEY, Load
+from tests.reliability.load import KEY, Load, first_market
 
 TIMEOUT_S = 0.5  # CMR_REDIS_TIMEOUT_S for these tests
 ENV = {"CMR_REDIS_TIMEOUT_S": str(TIMEOUT_S)}
-
-
-def _market(url: str) -> str:
-    return str(httpx.get(f"{url}/markets").json()["markets"][0]["market"])
 
 
 async def _burst(url: str, market: str, n: int, tag: str) -> list[tuple[int, float]]:
@@ -44,7 +40,7 @@ def test_an_idle_service_recovers_within_one_request_of_a_redis_restart(
     store: ModelStore, redis_server: RedisProcess, report: Report
 ) -> None:
     with running_service(store.root, redis_server.url, free_port(), env=ENV) as service:
-        market = _market(service.url)
+        market = first_market(service.url)
         # Fill the connection pool: each of these connections is stale after the restart.
         assert {s for s, _ in asyncio.run(_burst(service.url, market, 16, "before"))} == {200}
         redis_server.kill()
@@ -64,7 +60,7 @@ def test_no_acknowledged_event_is_lost_across_kill_9_under_load(
 ) -> None:
     target = 10_000 if FULL else 1_500  # acknowledged events
     with running_service(store.root, redis_server.url, free_port(), env=ENV) as service:
-        load = Load(service.url, _market(service.url))
+        load = Load(service.url, first_market(service.url))
         outages: list[tuple[float, float]] = []  # (killed, back)
 
         async def scenario() -> None:
@@ -122,7 +118,7 @@ def test_a_frozen_redis_is_a_503_within_the_timeout_and_recovery_is_quick(
 ) -> None:
     tries = 20 if FULL else 4
     with running_service(store.root, redis_server.url, free_port(), env=ENV) as service:
-        market = _market(service.url)
+        market = first_market(service.url)
         with httpx.Client(base_url=service.url, headers=KEY, timeout=10) as http:
             event = {"market": market, "user_id": "frozen", "item_id": "x"}
             assert http.post("/events", json={"events": [event]}).status_code == 200

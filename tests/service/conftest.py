@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import subprocess
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,36 +18,19 @@ from model_store.manifest import MANIFEST
 from model_store.store import ModelStore, Version
 from service.app import create_app
 from service.settings import Settings
-from tests.processes import free_port
+from tests.processes import RedisProcess, free_port
 
 __all__ = ["free_port"]  # the service tests import it from here
 
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A redis-server of its own on a free port (scripts/test.sh installs it)."""
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is not installed; scripts/test.sh installs it"
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    client = redis.Redis(port=port)
-    for _ in range(100):
-        try:
-            if client.ping():
-                break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    else:
-        process.kill()
-        raise RuntimeError("redis-server did not start")
-    yield f"redis://127.0.0.1:{port}/0"
-    process.terminate()
-    process.wait(10)
+    """A redis-server of its own on a free port, without an append-only file (the later
+    argument wins): these tests need no durability, and fsync on every write is slow."""
+    server = RedisProcess(tmp_path_factory.mktemp("redis"), "--appendonly", "no")
+    server.start()
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture
