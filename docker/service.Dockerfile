@@ -13,7 +13,8 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY model_store ./model_store
 COPY service ./service
-COPY training ./training
+COPY cmr ./cmr
+
 RUN pip install ".[serve]"
 
 RUN useradd --system --uid 10001 --home-dir /app cmr
@@ -23,4 +24,4 @@ VOLUME ["/models"]
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD curl -fsS http://localhost:8000/livez || exit 1
-CMD ["cmr", "serve", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["python", "-m", "service", "--host", "0.0.0.0", "--port", "8000"]

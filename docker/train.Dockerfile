@@ -6,6 +6,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY model_store ./model_store
 COPY service ./service
+COPY cmr ./cmr
 COPY training ./training
 COPY scripts ./scripts
 COPY configs ./configs

@@ -11,7 +11,7 @@ install_project "train,serve,dev"
 install_system_packages redis-server=redis-server docker-compose=docker-compose \
     promtool=prometheus
 echo "== ruff"
-.venv/bin/ruff check training model_store service tests benchmarks
+.venv/bin/ruff check cmr training model_store service tests benchmarks
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"

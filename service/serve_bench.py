@@ -132,7 +132,7 @@ def running_service(
         }
         | dict(env or {})
     )
-    command = [sys.executable, "-m", "training.cli", "serve", "--port", str(port)]
+    command = [sys.executable, "-m", "service", "--port", str(port)]
     # The log goes to a file: a pipe nobody reads would block the service once full.
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(command, env=full_env, stdout=log, stderr=subprocess.STDOUT)

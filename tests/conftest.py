@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cmr.cli import app
 from model_store.store import ModelStore, Version
-from training.cli import app
 from training.data import Interactions, load_interactions
 from training.split import Split, make_split
 from training.synth import SynthConfig, write_synth

@@ -1,30 +1,30 @@
-"""The ``cmr`` command: data, baselines, Bert4CMR training and evaluation, export, serving.
+"""The training package's commands (``cmr data``, ``evaluate``, ``train``, ``compare``,
+``export``, ``bench scoring``), composed into ``cmr`` by cmr/cli.py.
 
-Heavy imports (numpy, scipy, torch) sit inside the commands, so ``cmr --help`` is quick.
+Heavy imports (numpy, scipy, torch) sit inside the commands, so ``cmr --help`` and the
+other packages' commands never load torch.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import shlex
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 
+from model_store.cli import StoreDir, user_errors
+
 app = typer.Typer(
-    help="Cross-market recommendation: data, baselines, Bert4CMR training, evaluation.",
+    help="Data, baselines, training, evaluation and export.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
 data_app = typer.Typer(help="Inspect, fetch or generate interaction data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-store_app = typer.Typer(help="List, inspect, promote and roll back model versions.")
-app.add_typer(store_app, name="store", no_args_is_help=True)
 bench_app = typer.Typer(help="Speed measurements.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
@@ -54,41 +54,17 @@ class ProviderName(StrEnum):
     cuda = "cuda"
 
 
-StoreDir = Annotated[Path, typer.Option("--store", help="Model store folder.", show_default=False)]
 DataDir = Annotated[
     Path, typer.Option("--data", help="Folder of per-market interaction files.", show_default=False)
 ]
 
 
-@app.callback()
-def main(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
-) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Bad input ends the command with one clear line and exit code 2, no traceback."""
-    from model_store.manifest import StoreError
+def training_errors() -> AbstractContextManager[None]:
+    """``user_errors`` for the training commands' own kinds of bad input."""
     from training.data import DataFormatError
     from training.download import DownloadError
 
-    try:
-        yield
-    except (
-        DataFormatError,
-        DownloadError,
-        StoreError,
-        FileNotFoundError,
-        ValueError,
-        KeyError,
-    ) as exc:
-        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(2) from exc
+    return user_errors(DataFormatError, DownloadError, ValueError, KeyError)
 
 
 @data_app.command("stats")
@@ -102,7 +78,7 @@ def data_stats(
     from training.data import log_stats, read_logs
     from training.report import grid_table
 
-    with user_errors():
+    with training_errors():
         stats = log_stats(read_logs(data))
     header = ["market", "rows", "users", "items", "unique pairs", "mean history"]
     rows = [
@@ -138,7 +114,7 @@ def data_download(
     def report(name: str, status: str) -> None:
         print(f"{name}: {status}")
 
-    with user_errors():
+    with training_errors():
         download_xmarket(dest, base_url or XMARKET_URL, timeout=timeout, report=report)
 
 
@@ -154,7 +130,7 @@ def data_synth(
     """Synthetic multi-market data with planted market tastes and shared item topics."""
     from training.synth import SynthConfig, write_synth
 
-    with user_errors():
+    with training_errors():
         cfg = SynthConfig(
             markets=tuple(m.strip() for m in markets.split(",")),
             users=tuple(int(u) for u in users.split(",")),
@@ -216,7 +192,7 @@ def evaluate_command(
     from training.report import report, write_json
     from training.split import make_split
 
-    with user_errors():
+    with training_errors():
         grid = tuple(float(x) for x in lambdas.split(",")) if lambdas else LAMBDA_GRID
         interactions = load_interactions(data, duplicates=duplicates, k_core=k_core)
         data_split = make_split(interactions, split_scheme, seed)
@@ -263,7 +239,7 @@ def train_command(
     from training.recipe import parse_recipe, train_run
     from training.report import report
 
-    with user_errors():
+    with training_errors():
         recipe = parse_recipe(config, set_ or [])
         args = ["cmr", "train", "--data", str(data), "--out", str(out)]
         args += ["--config", str(config)] if config else []
@@ -283,7 +259,7 @@ def compare_command(
     """Tables of mean ± std over seeds, model beside model, per protocol and metric."""
     from training.report import compare, load_results
 
-    with user_errors():
+    with training_errors():
         tables = compare(load_results(files), split=split)
     print(tables)
     if markdown:
@@ -313,61 +289,12 @@ def export_command(
     from model_store.store import ModelStore
     from training.export import export_run
 
-    with user_errors():
+    with training_errors():
         published = export_run(
             run, ModelStore(store), version, variant.value if variant else None, data, promote
         )
     state = "current" if promote else "not current; `cmr store promote` serves it"
     print(f"published {published.name} ({published.manifest.variant}) in {store}, {state}")
-
-
-@store_app.command("list")
-def store_list(store: StoreDir) -> None:
-    """Versions, oldest first; * marks the current one. Each with its variant, creation
-    time and the markets with parameters of their own (the rest use the shared ones)."""
-    from model_store.store import ModelStore
-
-    with user_errors():
-        opened = ModelStore(store)
-        current = opened.current()
-        for name in opened.versions():
-            manifest = opened.open(name, verify=False).manifest
-            mark = "*" if name == current else " "
-            own = ",".join(manifest.own_parameters) or "none"
-            line = f"{mark} {name}  {manifest.variant}  {manifest.created_at}"
-            print(f"{line}  own parameters: {own}")
-
-
-@store_app.command("show")
-def store_show(
-    store: StoreDir,
-    version: Annotated[str | None, typer.Argument(help="Default: the current one.")] = None,
-) -> None:
-    """A version's manifest, after verifying every file's hash."""
-    from model_store.store import ModelStore
-
-    with user_errors():
-        print(ModelStore(store).open(version).manifest.to_json(), end="")
-
-
-@store_app.command("promote")
-def store_promote(store: StoreDir, version: Annotated[str, typer.Argument()]) -> None:
-    """Verify VERSION and make it current (services pick it up on their next reload)."""
-    from model_store.store import ModelStore
-
-    with user_errors():
-        ModelStore(store).promote(version)
-    print(f"current: {version}")
-
-
-@store_app.command("rollback")
-def store_rollback(store: StoreDir) -> None:
-    """Make the previously current version current again."""
-    from model_store.store import ModelStore
-
-    with user_errors():
-        restored = ModelStore(store).rollback()
-    print(f"current: {restored.name}")
 
 
 @bench_app.command("scoring")
@@ -387,33 +314,11 @@ def bench_scoring_command(
     from model_store.store import ModelStore
     from service.scoring_bench import bench_scoring, timing_table
 
-    with user_errors():
+    with training_errors():
         timings = bench_scoring(
             ModelStore(store), version or (), provider.value, threads, min_seconds
         )
     print(timing_table(timings), end="")
-
-
-@app.command("serve")
-def serve_command(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    access_log: Annotated[bool, typer.Option(help="A log line per request.")] = False,
-) -> None:
-    """Run the recommendation service (settings from CMR_* environment variables:
-    CMR_STORE, CMR_REDIS_URL, CMR_API_KEY, CMR_DEVELOPMENT, CMR_PROVIDER, ...)."""
-    import uvicorn
-    from pydantic import ValidationError
-
-    from service.app import create_app
-    from service.settings import Settings
-
-    try:
-        settings = Settings()
-    except ValidationError as e:
-        typer.secho(f"error: bad settings: {e}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(2) from e
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=access_log)
 
 
 @bench_app.command("serve")
@@ -437,13 +342,9 @@ def bench_serve_command(
     concurrent clients, batching on and off, beside the graph called directly."""
     from service.serve_bench import bench_serve, measurement_table
 
-    with user_errors():
+    with training_errors():
         results = bench_serve(
             store, redis_url, clients, candidates, seconds=seconds, threads=threads,
             provider=provider.value, port=port, rounds=rounds,
         )  # fmt: skip
     print(measurement_table(results), end="")
-
-
-if __name__ == "__main__":
-    app()

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cmr.cli import app
 from training.baselines import BASELINES
-from training.cli import Model, ProtocolName, app
+from training.cli import Model, ProtocolName
 from training.protocols import PROTOCOLS
 
 runner = CliRunner()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from training.cli import app
+from cmr.cli import app
 from training.download import XMARKET_FILES, DownloadError, download_xmarket
 
 

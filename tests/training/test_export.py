@@ -12,10 +12,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from cmr.cli import app
 from model_store.catalogue import load_catalogues
 from model_store.store import ModelStore, Version
 from model_store.vocab import PAD
-from training.cli import app
 from training.export import (
     INPUTS,
     PARITY_TOLERANCE,

@@ -12,10 +12,10 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from cmr.cli import app
 from model_store.vocab import PAD
 from tests.conftest import train_args
 from training.baselines import Ease, EaseBlock, Popularity, gram_matrix, solve_ease
-from training.cli import app
 from training.closed_form import Blocks, Cooccurrence, fit_closed_form, fold_fits, weighted_gram
 from training.evaluate import evaluate
 from training.hybrid import HybridConfig, HybridRecommender
@@ -100,9 +100,7 @@ def test_markets_score_with_their_own_rows(model: HybridRecommender) -> None:
 def test_folds_leave_their_users_out(synth_split: Split) -> None:
     fits = fold_fits(synth_split, BLOCKS, folds=3, seed=0)
     users = np.flatnonzero(fits.fold == 1)
-    without = fit_closed_form(
-        synth_split, BLOCKS, users_kept=fits.fold != 1, dtype=torch.float32
-    )
+    without = fit_closed_form(synth_split, BLOCKS, users_kept=fits.fold != 1, dtype=torch.float32)
     torch.testing.assert_close(fits.fits[1].global_weights, without.global_weights)
     assert len(users) > 50 and fits.fits[1].global_weights.dtype == torch.float32
 

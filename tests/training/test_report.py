@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from training.cli import app
+from cmr.cli import app
 from training.report import PAPER_ROW
 
 

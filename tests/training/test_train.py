@@ -11,10 +11,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from cmr.cli import app
 from tests.conftest import TINY_BERT4CMR, train_args
 from training import train as train_module
 from training.baselines import Popularity
-from training.cli import app
 from training.evaluate import evaluate
 from training.examples import NegativeSampler, build_examples
 from training.hybrid_train import HybridTrainConfig

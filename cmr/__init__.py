@@ -1,0 +1,1 @@
+"""The ``cmr`` command: the commands of each installed package under one name."""
