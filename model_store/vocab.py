@@ -83,15 +83,14 @@ def find_sorted(values: IntArray, queries: IntArray) -> tuple[IntArray, NDArray[
     return at, values[at] == queries
 
 
-def pad_histories(
-    histories: Sequence[Sequence[int] | IntArray], max_len: int | None = None
-) -> IntArray:
-    """Right-padded int64 matrix (B, N) from histories given oldest first.
+def pad_rows(rows: Sequence[Sequence[int] | IntArray], max_len: int | None = None) -> IntArray:
+    """Right-padded int64 matrix (B, N) of item-index rows: histories (oldest first) or
+    candidate lists.
 
-    A history longer than ``max_len`` keeps its most recent ``max_len`` items.
-    N is the longest (kept) history, at least 1, so an all-empty batch is valid input.
+    A row longer than ``max_len`` keeps its last ``max_len`` items (a history's most
+    recent). N is the longest (kept) row, at least 1, so an all-empty batch is valid input.
     """
-    kept = [np.asarray(h, dtype=np.int64) for h in histories]
+    kept = [np.asarray(h, dtype=np.int64) for h in rows]
     if max_len is not None:
         if max_len < 1:
             raise ValueError(f"max_len must be at least 1, got {max_len}")

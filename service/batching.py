@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from model_store.vocab import IntArray, pad_histories
+from model_store.vocab import IntArray, pad_rows
 from service.graphs import Graph
 from service.metrics import Metrics
 
@@ -148,8 +148,8 @@ class BatchingScorer:
             for job in jobs:
                 self.metrics.queue_wait.observe(start - job.enqueued)
             try:
-                history = pad_histories([j.history for j in jobs])
-                candidates = pad_histories([j.candidates for j in jobs])
+                history = pad_rows([j.history for j in jobs])
+                candidates = pad_rows([j.candidates for j in jobs])
                 market = np.array([j.market for j in jobs], dtype=np.int64)
                 scores = jobs[0].graph.score(history, candidates, market)
             except Exception as e:  # a failed call fails its requests, not the scorer

@@ -32,7 +32,7 @@ import numpy as np
 
 from model_store.catalogue import load_catalogues
 from model_store.store import ModelStore
-from model_store.vocab import IntArray, Vocabulary, pad_histories
+from model_store.vocab import IntArray, Vocabulary, pad_rows
 from service.graphs import Graph, LoadedVersion, load_version
 from service.sessions import Provider
 
@@ -256,8 +256,8 @@ def direct_calls(loaded: LoadedVersion, workload: Workload, width: int) -> list[
         part = slice(first, first + width)
         calls.append(
             Call(
-                pad_histories(histories[part]),
-                pad_histories(candidates[part]),
+                pad_rows(histories[part]),
+                pad_rows(candidates[part]),
                 np.full(len(histories[part]), model.index, dtype=np.int64),
                 sum(len(c) for c in candidates[part]),
             )

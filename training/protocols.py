@@ -21,7 +21,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from model_store.vocab import PAD, IntArray, find_sorted, pad_histories
+from model_store.vocab import PAD, IntArray, find_sorted, pad_rows
 from training.split import Split, SplitName
 
 Protocol = Literal["paper", "market", "full"]
@@ -96,7 +96,7 @@ class EvalSet:
                     market=market,
                     rows=rows,
                     markets=self.market[rows],
-                    histories=pad_histories(
+                    histories=pad_rows(
                         [self.history(r) for r in range(rows.start, rows.stop)]
                     ),
                     candidates=self.candidates(rows),

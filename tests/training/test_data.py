@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_store.vocab import PAD, Vocabulary, find_sorted, pad_histories, recent_histories
+from model_store.vocab import PAD, Vocabulary, find_sorted, pad_rows, recent_histories
 from training.data import (
     NO_TIME,
     DataFormatError,
@@ -173,10 +173,10 @@ def test_vocabulary_round_trip(tmp_path: Path) -> None:
     assert loaded.sha256() == vocab.sha256()
 
 
-def test_pad_histories_keeps_most_recent() -> None:
-    out = pad_histories([[1, 2, 3], [4], []], max_len=2)
+def test_pad_rows_keeps_most_recent() -> None:
+    out = pad_rows([[1, 2, 3], [4], []], max_len=2)
     assert out.tolist() == [[2, 3], [4, PAD], [PAD, PAD]]
-    assert pad_histories([]).shape == (0, 1)
+    assert pad_rows([]).shape == (0, 1)
 
 
 def test_real_data_stats_match_the_data_readme(xmarket_dir: Path) -> None:
