@@ -96,9 +96,7 @@ class EvalSet:
                     market=market,
                     rows=rows,
                     markets=self.market[rows],
-                    histories=pad_rows(
-                        [self.history(r) for r in range(rows.start, rows.stop)]
-                    ),
+                    histories=pad_rows([self.history(r) for r in range(rows.start, rows.stop)]),
                     candidates=self.candidates(rows),
                 )
 
