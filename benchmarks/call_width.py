@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from model_store.store import ModelStore
-from service.graphs import load_version
+from service.loading import load_version
 from service.serve_bench import direct_calls, make_workload, time_calls
 
 WIDTHS = (1, 4, 9, 16, 32, 64)
@@ -34,7 +34,7 @@ def main() -> None:
     print("| threads | requests per call | candidate rows | candidates/s | CPU ms per request |")
     print("|---|---|---|---|---|")
     for threads in (1, 2):
-        loaded = load_version(store, None, "cpu", threads, 1)
+        loaded = load_version(store, None, provider="cpu", intra_threads=threads, inter_threads=1)
         graph = loaded.markets[workload.market].graph
         for width in WIDTHS:
             calls = direct_calls(loaded, workload, width)

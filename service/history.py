@@ -1,4 +1,5 @@
-"""Users' histories in Redis: capped lists, newest first, appended with de-duplication.
+"""Users' histories: the ``HistoryStore`` interface, and its Redis implementation
+(capped lists, newest first, appended with de-duplication).
 
 Keys (``cmr:`` namespace; the user id is hashed, so no id can form another key):
     cmr:{<market>:<user hash>}:h            the history: item ids, newest first
@@ -19,10 +20,11 @@ from collections import defaultdict
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from redis.exceptions import RedisError
 
+from service.errors import HistoryUnavailable
 from service.redis_client import Backend, Command
 
 T = TypeVar("T")
@@ -54,14 +56,6 @@ return {added, dups}
 """
 
 
-class HistoryUnavailable(Exception):
-    """Redis did not answer in time or failed."""
-
-    @classmethod
-    def because(cls, error: BaseException) -> HistoryUnavailable:
-        return cls(f"Redis: {type(error).__name__}: {error}")
-
-
 @dataclass(frozen=True)
 class Event:
     market: str
@@ -69,6 +63,27 @@ class Event:
     item_id: str
     event_id: str | None = None
     timestamp: datetime | None = None
+
+
+Counts = dict[str, tuple[int, int]]  # market -> (appended, duplicates)
+
+
+class HistoryStore(Protocol):
+    """Each user's recent items per market. Every method raises ``HistoryUnavailable``
+    when the store does not answer within its budget (``ping`` says False instead)."""
+
+    async def append(self, events: Sequence[Event]) -> Counts:
+        """Append each user's events (by timestamp where all have one, else as sent),
+        de-duplicated by (market, user, event_id); counts once the store acknowledged."""
+        ...
+
+    async def history(self, market: str, user_id: str) -> list[str]:
+        """The user's item ids in this market, oldest first."""
+        ...
+
+    async def ping(self) -> bool: ...
+
+    async def close(self) -> None: ...
 
 
 def _digest(text: str) -> str:
@@ -79,10 +94,13 @@ def user_tag(market: str, user_id: str) -> str:
     return f"cmr:{{{market}:{_digest(user_id)}}}"
 
 
-class HistoryStore:
+class RedisHistory:
+    """The ``HistoryStore`` on Redis (one server or a cluster: service/redis_client.py)."""
+
     def __init__(
         self,
         client: Backend,
+        *,
         max_length: int,
         dedup_ttl_s: int,
         timeout_s: float,
@@ -113,9 +131,11 @@ class HistoryStore:
         except HistoryUnavailable:
             return False
 
-    async def append(self, events: Sequence[Event]) -> dict[str, tuple[int, int]]:
-        """Append each user's events (by timestamp where all have one, else as sent) in
-        one round trip; returns (appended, duplicates) per market, once Redis acknowledged."""
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def append(self, events: Sequence[Event]) -> Counts:
+        """All users' events in one round trip (``HistoryStore.append``)."""
         by_user: dict[tuple[str, str], list[Event]] = defaultdict(list)
         for event in events:
             by_user[(event.market, event.user_id)].append(event)
@@ -138,7 +158,7 @@ class HistoryStore:
         for reply in replies:
             if isinstance(reply, HistoryUnavailable):
                 raise reply  # some may be stored: the client's retry is de-duplicated
-        counts: dict[str, tuple[int, int]] = {}
+        counts: Counts = {}
         for (market, _), (added, duplicates) in zip(by_user, replies, strict=True):
             before = counts.get(market, (0, 0))
             counts[market] = (before[0] + added, before[1] + duplicates)
@@ -171,7 +191,7 @@ class HistoryStore:
             ]
             replies = await self._batch(lists)
         except BaseException as e:  # HistoryUnavailable, a bug, a cancel: every reader hears
-            failure = e if isinstance(e, Exception) else HistoryUnavailable("read cancelled")
+            failure = e if isinstance(e, Exception) else HistoryUnavailable(detail="cancelled")
             for _, future in reads:
                 if not future.done():
                     future.set_exception(failure)

@@ -10,46 +10,46 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from model_store.store import ModelStore
-from service.graphs import LoadedVersion, load_version
+from service.errors import ModelNotLoaded, VersionRefused
+from service.graphs import LoadedVersion
+from service.loading import VersionSource
 from service.metrics import Metrics
-from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 class Reloader:
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
-        self.settings = settings
-        self.store = ModelStore(settings.store)
+    def __init__(self, source: VersionSource, metrics: Metrics, *, interval_s: float) -> None:
+        """``interval_s``: how often to look for a new current version; 0 never."""
+        self.source = source
         self.metrics = metrics
+        self.interval_s = interval_s
         self.loaded: LoadedVersion | None = None
         self.refused: dict[str, str] = {}  # version -> why, so polling does not retry it
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
+    def serving(self) -> LoadedVersion:
+        """The version served now, or ``ModelNotLoaded``."""
+        if self.loaded is None:
+            raise ModelNotLoaded()
+        return self.loaded
+
     async def reload(self, force: bool = False) -> LoadedVersion:
-        """Load the store's current version if it is not the one served.
-        Raises on failure (the served version stays)."""
+        """Load the source's current version if it is not the one served; a version
+        refused before is tried again only when ``force``d. Raises ``VersionRefused``
+        (the served version stays)."""
         async with self._lock:
-            current = await asyncio.to_thread(self.store.current)
+            current = await asyncio.to_thread(self.source.current)
             if current is None:
-                raise LookupError(f"{self.store.root} has no current version")
+                raise VersionRefused("the store has no current version")
             if self.loaded is not None and self.loaded.version == current:
                 return self.loaded
             if current in self.refused and not force:
-                raise RuntimeError(f"version {current} was refused: {self.refused[current]}")
-            s = self.settings
+                raise VersionRefused(f"version {current} was refused: {self.refused[current]}")
             try:
-                loaded = await asyncio.to_thread(
-                    load_version,
-                    self.store,
-                    current,
-                    s.provider,
-                    s.threads_per_call(),
-                    s.inter_threads,
-                )
-            except Exception as e:
+                loaded = await asyncio.to_thread(self.source.load, current)
+            except VersionRefused as e:
                 self.refused[current] = str(e)
                 self.metrics.reloads.labels("refused").inc()
                 log.error("refused model version %s: %s", current, e)
@@ -69,14 +69,16 @@ class Reloader:
 
     async def _poll(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.reload_interval_s)
+            await asyncio.sleep(self.interval_s)
             try:
                 await self.reload()
-            except Exception as e:  # logged and counted in reload(); keep polling
+            except VersionRefused as e:  # logged and counted in reload(); keep polling
                 log.debug("poll: %s", e)
+            except Exception:  # a bug must not end polling for the life of the process
+                log.exception("poll: reload failed unexpectedly")
 
     def start(self) -> None:
-        if self.settings.reload_interval_s > 0:
+        if self.interval_s > 0:
             self._task = asyncio.create_task(self._poll(), name="model-reloader")
 
     async def stop(self) -> None:

@@ -33,7 +33,8 @@ import numpy as np
 from model_store.catalogue import load_catalogues
 from model_store.store import ModelStore
 from model_store.vocab import IntArray, Vocabulary, pad_rows
-from service.graphs import Graph, LoadedVersion, load_version
+from service.graphs import Graph, LoadedVersion
+from service.loading import load_version
 from service.sessions import Provider
 
 
@@ -282,7 +283,7 @@ def ceiling(
     provider: Provider,
 ) -> Measurement:  # fmt: skip
     """The same graph, the same requests, called directly ``clients`` requests at a time."""
-    loaded = load_version(store, None, provider, threads, 1)
+    loaded = load_version(store, None, provider=provider, intra_threads=threads, inter_threads=1)
     graph = loaded.markets[workload.market].graph
     calls = direct_calls(loaded, workload, clients)
     graph.score(*calls[0][:3])  # warm-up

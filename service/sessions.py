@@ -38,7 +38,7 @@ def make_session(
     providers = [CUDA, CPU] if want_cuda else [CPU]
     session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     if provider == "cuda" and session.get_providers()[0] != CUDA:
-        raise RuntimeError(
+        raise ValueError(
             f"{path}: the CUDA provider was asked for but onnxruntime could not use it "
             f"(available: {ort.get_available_providers()})"
         )

@@ -83,7 +83,7 @@ class Api:
     http: httpx.AsyncClient
 
     def metric(self, name: str, **labels: str) -> float:
-        value = self.app.state.metrics.registry.get_sample_value(name, labels)
+        value = self.app.state.resources.metrics.registry.get_sample_value(name, labels)
         return float(value or 0.0)
 
 

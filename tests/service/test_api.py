@@ -15,8 +15,8 @@ from pydantic import ValidationError
 from model_store.catalogue import load_catalogues
 from model_store.store import ModelStore
 from model_store.vocab import Vocabulary
-from service.batching import BatchingScorer
-from service.guard import RequestGuard
+from service.middleware import RequestGuard
+from service.scorer import BatchingScorer
 from service.serve_bench import bench_serve, measurement_table
 from service.settings import Settings
 from tests.service.conftest import KEY, Api, clone_version, free_port, running, settings
@@ -59,9 +59,9 @@ async def test_events_are_stored_newest_first_capped_and_deduplicated(
         assert reply.json() == {"accepted": 8, "duplicates": 0, "unknown_items": 1}
         again = await api.http.post("/events", json={"events": events[:3]}, headers=KEY)
         assert again.json() == {"accepted": 0, "duplicates": 3, "unknown_items": 0}
-        history = await api.app.state.history.history("aa", "u1")
+        history = await api.app.state.resources.history.history("aa", "u1")
         assert history == [*items[3:7], "never-sold-item"]  # oldest first, 5 kept
-        assert await api.app.state.history.history("bb", "u1") == []  # markets apart
+        assert await api.app.state.resources.history.history("bb", "u1") == []  # markets apart
         assert api.metric("cmr_events_ingested_total", market="aa") == 8
         assert api.metric("cmr_events_duplicate_total", market="aa") == 3
 
@@ -74,7 +74,11 @@ async def test_events_follow_timestamps_when_all_have_one(api: Api, store: Model
         {"market": "bb", "user_id": "u", "item_id": items[2], "timestamp": "2026-01-02T00:00:00Z"},
     ]
     assert (await api.http.post("/events", json={"events": events}, headers=KEY)).is_success
-    assert await api.app.state.history.history("bb", "u") == [items[1], items[2], items[0]]
+    assert await api.app.state.resources.history.history("bb", "u") == [
+        items[1],
+        items[2],
+        items[0],
+    ]
 
 
 async def test_history_reads_that_arrive_together_share_one_pipeline(
@@ -83,7 +87,7 @@ async def test_history_reads_that_arrive_together_share_one_pipeline(
     items = _catalogue(store, "aa")
     for i in range(4):
         await _post_history(api, "aa", f"p{i}", items[i : i + 2])
-    history = api.app.state.history
+    history = api.app.state.resources.history
     pipelines = 0
     make = history.client.client.pipeline  # the one Redis's own client
 
@@ -360,10 +364,10 @@ async def test_polling_notices_a_new_current(store: ModelStore, flushed_redis: s
         clone_version(store, "tiny-1", "tiny-2")
         store.promote("tiny-2")
         for _ in range(100):
-            if api.app.state.reloader.loaded.version == "tiny-2":
+            if api.app.state.resources.reloader.loaded.version == "tiny-2":
                 break
             await asyncio.sleep(0.05)
-        assert api.app.state.reloader.loaded.version == "tiny-2"
+        assert api.app.state.resources.reloader.loaded.version == "tiny-2"
 
 
 def test_settings_need_an_api_key_outside_development(tmp_path: Path) -> None:

@@ -10,9 +10,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from model_store.catalogue import Catalogue
 from model_store.vocab import IntArray
-from service.batching import DEFAULT_ROWS, BatchingScorer
+from service.graphs import MarketModel
 from service.metrics import Metrics
+from service.scorer import DEFAULT_ROWS, BatchingScorer
 
 pytestmark = pytest.mark.anyio
 
@@ -35,6 +37,11 @@ class CountingGraph:
         return (candidates + 10 * market[:, None]).astype(np.float32)
 
 
+def _market(graph: CountingGraph, index: int) -> MarketModel:
+    catalogue = Catalogue(np.array([1]), np.array([1]))
+    return MarketModel(f"m{index}", index, graph, True, catalogue)
+
+
 async def _scorer(**kwargs: Any) -> BatchingScorer:
     scorer = BatchingScorer(Metrics(), **kwargs)
     await scorer.start()
@@ -45,7 +52,7 @@ async def test_waiting_requests_share_a_call_and_get_their_own_scores() -> None:
     graph = CountingGraph()
     scorer = await _scorer(max_rows=10_000, max_wait_s=0.05, enabled=True)
     jobs = [
-        scorer.score(graph, np.array([1, 2]), np.arange(1, 4 + i), market=i % 2) for i in range(6)
+        scorer.score(np.array([1, 2]), np.arange(1, 4 + i), _market(graph, i % 2)) for i in range(6)
     ]
     results = await asyncio.gather(*jobs)
     await scorer.stop()
@@ -58,7 +65,7 @@ async def test_waiting_requests_share_a_call_and_get_their_own_scores() -> None:
 async def test_a_batch_never_exceeds_max_rows() -> None:
     graph = CountingGraph()
     scorer = await _scorer(max_rows=100, max_wait_s=0.05, enabled=True)
-    jobs = [scorer.score(graph, np.array([1]), np.arange(1, 41), market=0) for _ in range(5)]
+    jobs = [scorer.score(np.array([1]), np.arange(1, 41), _market(graph, 0)) for _ in range(5)]
     await asyncio.gather(*jobs)
     await scorer.stop()
     assert all(b * c <= 100 for b, c in graph.calls) and sum(b for b, _ in graph.calls) == 5
@@ -67,7 +74,7 @@ async def test_a_batch_never_exceeds_max_rows() -> None:
 async def test_the_default_width_is_the_providers() -> None:
     graph = CountingGraph()
     scorer = await _scorer(max_rows=0, max_wait_s=0.05, enabled=True)
-    jobs = [scorer.score(graph, np.array([1]), np.arange(1, 201), market=0) for _ in range(12)]
+    jobs = [scorer.score(np.array([1]), np.arange(1, 201), _market(graph, 0)) for _ in range(12)]
     await asyncio.gather(*jobs)
     await scorer.stop()
     widest = DEFAULT_ROWS["cpu"] // 200
@@ -78,7 +85,7 @@ async def test_without_batching_every_request_is_its_own_call() -> None:
     graph = CountingGraph()
     scorer = await _scorer(max_rows=10_000, max_wait_s=0.05, enabled=False)
     await asyncio.gather(
-        *(scorer.score(graph, np.array([1]), np.arange(1, 5), market=0) for _ in range(4))
+        *(scorer.score(np.array([1]), np.arange(1, 5), _market(graph, 0)) for _ in range(4))
     )
     await scorer.stop()
     assert graph.calls == [(1, 4)] * 4
@@ -88,7 +95,7 @@ async def test_a_failed_call_fails_its_requests_and_the_scorer_goes_on() -> None
     bad, good = CountingGraph(fail=True), CountingGraph()
     scorer = await _scorer(max_rows=10_000, max_wait_s=0.01, enabled=True)
     with pytest.raises(RuntimeError, match="graph failed"):
-        await scorer.score(bad, np.array([1]), np.arange(1, 5), market=0)
-    scores = await scorer.score(good, np.array([1]), np.arange(1, 5), market=1)
+        await scorer.score(np.array([1]), np.arange(1, 5), _market(bad, 0))
+    scores = await scorer.score(np.array([1]), np.arange(1, 5), _market(good, 1))
     await scorer.stop()
     np.testing.assert_array_equal(scores, np.arange(1, 5) + 10)

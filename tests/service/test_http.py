@@ -17,8 +17,8 @@ from pydantic import SecretStr
 from model_store.catalogue import load_catalogues
 from model_store.store import ModelStore
 from model_store.vocab import Vocabulary
-from service.batching import BatchingScorer
-from service.guard import RequestGuard
+from service.middleware import RequestGuard
+from service.scorer import BatchingScorer
 from service.serve_bench import running_service
 from tests.service.conftest import KEY, Api, free_port, running, settings
 
@@ -64,7 +64,7 @@ async def test_json_routes_refuse_other_content_types_with_a_json_415(api: Api) 
             reply = await api.http.post(path, content=body, headers=headers)
             assert reply.status_code == 415, (path, content_type)
             assert reply.json() == {"error": "Content-Type must be application/json"}
-    assert await api.app.state.history.history("aa", "u") == []
+    assert await api.app.state.resources.history.history("aa", "u") == []
     json_utf8 = KEY | {"content-type": "Application/JSON; charset=utf-8"}
     stored = await api.http.post("/events", content=body, headers=json_utf8)
     assert stored.status_code == 200, stored.text
@@ -101,7 +101,7 @@ async def _refused_without_reading(headers: dict[str, str]) -> int:
 
     encoded = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
     scope = {"type": "http", "method": "POST", "path": "/events", "headers": encoded}
-    await RequestGuard(never_called, 1024, api_key=SecretStr("k"))(scope, unread, send)
+    await RequestGuard(never_called, limit=1024, api_key=SecretStr("k"))(scope, unread, send)
     assert sent[0]["type"] == "http.response.start"
     return int(sent[0]["status"])
 
@@ -155,7 +155,7 @@ async def test_a_client_gone_mid_body_never_reaches_the_route() -> None:
 
     headers = [(b"content-type", b"application/json")]
     scope = {"type": "http", "method": "POST", "path": "/markets/aa/recommend", "headers": headers}
-    await RequestGuard(never_called, 1024)(scope, receive, send)
+    await RequestGuard(never_called, limit=1024)(scope, receive, send)
     assert sent[0]["status"] == 400  # heard by no one; counted by the request metrics
 
 
@@ -203,13 +203,13 @@ async def test_non_finite_scores_are_a_logged_json_500(
     events = [{"market": "aa", "user_id": "u", "item_id": i} for i in items[:3]]
     assert (await api.http.post("/events", json={"events": events}, headers=KEY)).is_success
 
-    async def poisoned(self: object, graph: object, seen: object, candidates: Any, m: int) -> Any:
+    async def poisoned(self: object, seen: object, candidates: Any, market: object) -> Any:
         scores = np.linspace(1, 0, len(candidates), dtype=np.float32)
         scores[len(scores) // 2] = np.nan  # ranked in the middle; k = 1 would hide it
         return scores
 
     monkeypatch.setattr(BatchingScorer, "score", poisoned)
-    with caplog.at_level(logging.ERROR, logger="service.recommend"):
+    with caplog.at_level(logging.ERROR, logger="service.routes.recommend"):
         reply = await api.http.post("/markets/aa/recommend", json={"user_id": "u", "k": 1})
     assert reply.status_code == 500
     assert reply.json() == {"error": "model produced non-finite scores"}
@@ -223,7 +223,7 @@ async def test_deduplication_is_per_market_user_and_event_id(api: Api) -> None:
     # A retry after a 503 that stored the events anyway: nothing is stored twice.
     again = await api.http.post("/events", json=first, headers=KEY)
     assert again.json()["accepted"] == 0 and again.json()["duplicates"] == 3
-    assert await api.app.state.history.history("aa", "u1") == ["I00001"]
+    assert await api.app.state.resources.history.history("aa", "u1") == ["I00001"]
     spec = (await api.http.get("/openapi.json")).json()
     description = spec["paths"]["/events"]["post"]["description"]
     assert "(market, user, event_id)" in description and "same event_ids" in description

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from model_store.store import ModelStore
-from service.batching import BatchingScorer
-from service.graphs import load_version
+from service.loading import load_version
 from service.metrics import Metrics
+from service.scorer import BatchingScorer
 from training.export import PARITY_TOLERANCE, load_run, torch_scores
 
 pytestmark = pytest.mark.anyio
@@ -27,7 +27,7 @@ def anyio_backend() -> str:
 async def test_three_markets_share_one_onnxruntime_call(
     store: ModelStore, tiny_run: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    loaded = load_version(store, None, "cpu", intra_threads=1, inter_threads=1)
+    loaded = load_version(store, None, provider="cpu", intra_threads=1, inter_threads=1)
     graphs = {id(m.graph) for m in loaded.markets.values()}
     assert len(graphs) == 1 and all(m.own_parameters for m in loaded.markets.values())
     graph = loaded.markets["aa"].graph
@@ -45,9 +45,7 @@ async def test_three_markets_share_one_onnxruntime_call(
         requests.append((market, items[n : n + 3 + 2 * n], items[10 : 30 + 7 * n]))
     scorer = BatchingScorer(Metrics(), max_rows=10_000, max_wait_s=0.2, enabled=True)
     await scorer.start()
-    results = await asyncio.gather(
-        *(scorer.score(m.graph, hist, cands, m.index) for m, hist, cands in requests)
-    )
+    results = await asyncio.gather(*(scorer.score(hist, cands, m) for m, hist, cands in requests))
     await scorer.stop()
     assert len(calls) == 1  # the three markets in one call
     assert sorted(calls[0]["market"].tolist()) == [0, 1, 2]

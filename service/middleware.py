@@ -1,6 +1,9 @@
-"""The checks every request passes before any route reads its body: one plain ASGI layer.
+"""The two ASGI layers around every route: the request metrics (outermost), then the
+request guard. Plain ASGI: Starlette's ``BaseHTTPMiddleware`` costs more per request
+than the rest of a route.
 
-In order: the API key of protected operations (401), the Content-Length framing (400),
+The guard holds the checks every request passes before any route reads its body. In
+order: the API key of protected operations (401), the Content-Length framing (400),
 the declared size (413), the Content-Type of the routes that take JSON (415). Then the
 body is read here, each part within ``body_timeout_s`` (else 408, and the connection
 closed) and all of it within ``limit`` bytes (413), and handed on as one message. So a
@@ -12,16 +15,61 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import re
+import time
 from typing import Any
 
 from pydantic import SecretStr
 from starlette.responses import JSONResponse
 
-from service.errors import error_body, error_responses
-from service.recommend import PATH_PATTERN
+from service.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    RequestTimeout,
+    ServiceError,
+    Unauthorized,
+    UnsupportedMediaType,
+    documented,
+    error_response,
+)
 
 KEY_HEADER = "X-API-Key"
 _SCHEME = "ApiKey"
+_JSON_PATHS = re.compile(r"/events|/markets/[^/]+/recommend")  # POST bodies of JSON
+
+
+class RequestMetrics:
+    """Counts requests by route template, market and status, and times them."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            resources = getattr(scope["app"].state, "resources", None)  # made in the lifespan
+            if resources is not None:
+                path = getattr(scope.get("route"), "path", "unmatched")
+                market = scope.get("path_params", {}).get("market", "")
+                loaded = resources.reloader.loaded
+                if market and (loaded is None or market not in loaded.markets):
+                    market = "unknown"  # never a label value a client can invent
+                metrics = resources.metrics
+                metrics.requests.labels(path, market, str(status)).inc()
+                metrics.latency.labels(path, market).observe(time.perf_counter() - start)
 
 
 def needs_key(method: str, path: str) -> bool:
@@ -30,7 +78,7 @@ def needs_key(method: str, path: str) -> bool:
 
 
 def takes_json(method: str, path: str) -> bool:
-    return method == "POST" and (path == "/events" or PATH_PATTERN.fullmatch(path) is not None)
+    return method == "POST" and _JSON_PATHS.fullmatch(path) is not None
 
 
 def _is_json(content_type: bytes | None) -> bool:
@@ -42,7 +90,12 @@ class RequestGuard:
     """Outside the routes, inside the request metrics; ``api_key`` None: no key needed."""
 
     def __init__(
-        self, app: Any, limit: int, body_timeout_s: float = 10.0, api_key: SecretStr | None = None
+        self,
+        app: Any,
+        *,
+        limit: int,
+        body_timeout_s: float = 10.0,
+        api_key: SecretStr | None = None,
     ) -> None:
         self.app = app
         self.limit = limit
@@ -66,14 +119,14 @@ class RequestGuard:
         if self.key is not None and needs_key(method, path):
             given = headers.get(KEY_HEADER.lower().encode(), b"")
             if not hmac.compare_digest(given, self.key):  # constant time
-                return _error(401, f"missing or wrong {KEY_HEADER}")
+                return error_response(Unauthorized(f"missing or wrong {KEY_HEADER}"))
         declared = headers.get(b"content-length")
         if declared is not None and not declared.isdigit():
-            return _error(400, "content-length is not a number")
+            return error_response(BadRequest("content-length is not a number"))
         if declared is not None and int(declared) > self.limit:
-            return _error(413, f"request body over {self.limit} bytes")
+            return error_response(PayloadTooLarge(f"request body over {self.limit} bytes"))
         if takes_json(method, path) and not _is_json(headers.get(b"content-type")):
-            return _error(415, "Content-Type must be application/json")
+            return error_response(UnsupportedMediaType("Content-Type must be application/json"))
         return None
 
     async def _read(self, receive: Any) -> bytes | JSONResponse:
@@ -87,13 +140,14 @@ class RequestGuard:
             except TimeoutError:
                 # Connection: close makes uvicorn drop the connection and its unread body.
                 timeout = f"request body incomplete after {self.body_timeout_s:g} s"
-                return _error(408, timeout, {"connection": "close"})
+                return error_response(RequestTimeout(timeout, headers={"connection": "close"}))
             if message["type"] == "http.disconnect":  # nobody hears it; the metrics count it
-                return _error(400, "the client went away before its request body ended")
+                gone = "the client went away before its request body ended"
+                return error_response(BadRequest(gone))
             chunk = message.get("body", b"")
             seen += len(chunk)
             if seen > self.limit:
-                return _error(413, f"request body over {self.limit} bytes")
+                return error_response(PayloadTooLarge(f"request body over {self.limit} bytes"))
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
@@ -109,10 +163,6 @@ def _replay(body: bytes, receive: Any) -> Any:
     return replayed
 
 
-def _error(status: int, error: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error_body(error), status, headers)
-
-
 def document(schema: dict[str, Any]) -> None:
     """Add what the guard answers to every operation of an OpenAPI ``schema``."""
     schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
@@ -120,16 +170,11 @@ def document(schema: dict[str, Any]) -> None:
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():
             method = method.upper()
-            errors = {
-                400: "Content-Length is not a number, or the body was cut short",
-                408: "The request body stopped arriving (CMR_BODY_TIMEOUT_S); "
-                "the connection is closed",
-                413: "The request body is over CMR_MAX_BODY_BYTES",
-            }
+            errors: list[type[ServiceError]] = [BadRequest, RequestTimeout, PayloadTooLarge]
             if needs_key(method, path):
                 operation["security"] = [{_SCHEME: []}]
-                errors[401] = f"Missing or wrong {KEY_HEADER}"
+                errors.append(Unauthorized)
             if takes_json(method, path):
-                errors[415] = "Content-Type is not application/json"
-            responses = operation.setdefault("responses", {}) | error_responses(errors)
+                errors.append(UnsupportedMediaType)
+            responses = operation.setdefault("responses", {}) | documented(*errors)
             operation["responses"] = dict(sorted(responses.items()))

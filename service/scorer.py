@@ -1,4 +1,4 @@
-"""The batching scorer: concurrent requests share onnxruntime calls.
+"""The scorer: concurrent requests share onnxruntime calls (batching).
 
 Requests wait in one queue. ``workers`` threads each loop: take the oldest request,
 add queued requests until the padded batch would exceed ``max_rows`` candidate rows
@@ -22,18 +22,15 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
 import numpy as np
-from numpy.typing import NDArray
 
 from model_store.vocab import IntArray, pad_rows
-from service.graphs import Graph
+from service.errors import ScorerStopped
+from service.graphs import Graph, MarketModel, Scores
 from service.metrics import Metrics
 
-Scores = NDArray[np.float32]
-
 # Candidate rows per call when the settings leave it open. On CPU a row costs more
-# in a wide call, whose activations outgrow the cache (1.41 ms of CPU per request
-# of 200 candidates in calls of 4 requests, 1.56 ms in calls of 32: benchmarks/
-# call_width.py in docs/benchmarks.md); a GPU wants wide calls.
+# in a wide call, whose activations outgrow the cache (benchmarks/call_width.py,
+# docs/benchmarks.md); a GPU wants wide calls.
 DEFAULT_ROWS = {"cpu": 1_024, "cuda": 65_536}
 
 
@@ -47,14 +44,11 @@ class _Job:
     enqueued: float = field(default_factory=time.perf_counter)
 
 
-class ScorerStopped(RuntimeError):
-    """The service is shutting down: the request was not scored."""
-
-
 class BatchingScorer:
     def __init__(
         self,
         metrics: Metrics,
+        *,
         max_rows: int,
         max_wait_s: float,
         enabled: bool,
@@ -93,11 +87,11 @@ class BatchingScorer:
         for thread in self._threads:
             await asyncio.to_thread(thread.join)
 
-    async def score(
-        self, graph: Graph, history: IntArray, candidates: IntArray, market: int
-    ) -> Scores:
-        """Scores of ``candidates`` for one user, in their order."""
-        job = _Job(graph, history, candidates, market, asyncio.get_running_loop().create_future())
+    async def score(self, history: IntArray, candidates: IntArray, market: MarketModel) -> Scores:
+        """Scores of ``candidates`` for one user of ``market``, in their order; raises
+        ``ScoringFailed`` when the call fails, ``ScorerStopped`` when shutting down."""
+        future = asyncio.get_running_loop().create_future()
+        job = _Job(market.graph, history, candidates, market.index, future)
         with self._changed:
             if self._stopping:
                 raise ScorerStopped("the scorer stopped")
@@ -152,7 +146,7 @@ class BatchingScorer:
                 candidates = pad_rows([j.candidates for j in jobs])
                 market = np.array([j.market for j in jobs], dtype=np.int64)
                 scores = jobs[0].graph.score(history, candidates, market)
-            except Exception as e:  # a failed call fails its requests, not the scorer
+            except Exception as e:  # ScoringFailed or a bug: fails its requests, never the thread
                 _deliver(jobs, e)
                 continue
             self.metrics.inference.observe(time.perf_counter() - start)

@@ -1,0 +1,40 @@
+"""/openapi.json: FastAPI's own document, plus what it cannot see: the error body's
+schema, what the request guard answers (service/middleware.py), and the markets of
+the version served (so an unknown market is invalid input there)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
+
+from service import middleware
+from service.reloader import Reloader
+from service.schemas import ErrorOut, add_schemas
+
+
+def served_openapi(app: FastAPI, reloader: Callable[[], Reloader | None]) -> None:
+    """Replace ``app.openapi`` with one that adds the above, made once per version."""
+    generate = app.openapi  # FastAPI's; it keeps the first it made
+    made: dict[tuple[str, ...], dict[str, Any]] = {}
+
+    def openapi() -> dict[str, Any]:
+        serving = reloader()
+        loaded = serving.loaded if serving is not None else None
+        markets = tuple(sorted(loaded.markets)) if loaded is not None else ()
+        if markets not in made:
+            schema = copy.deepcopy(generate())
+            add_schemas(schema, ErrorOut)
+            middleware.document(schema)
+            if markets:
+                described = {"enum": list(markets), "description": "A market served now"}
+                schema["components"]["schemas"]["EventIn"]["properties"]["market"] |= described
+                recommend = schema["paths"]["/markets/{market}/recommend"]["post"]
+                recommend["parameters"][0]["schema"] |= described
+            made.clear()  # only the version served now
+            made[markets] = schema
+        return made[markets]
+
+    app.openapi = openapi  # type: ignore[method-assign]

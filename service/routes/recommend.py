@@ -1,0 +1,124 @@
+"""``POST /markets/{market}/recommend``: rank candidates for a user, the hot route.
+
+The path of a request: this route -> the user's history (service/history.py) -> the
+batching scorer (service/scorer.py) -> the market's graph (service/graphs.py).
+
+Under load the event loop is the scarce resource beside onnxruntime, and FastAPI's
+request machinery (dependencies, body validation, response serialization) costs
+more per request than this route's own work (docs/benchmarks.md). So the route is an
+ordinary FastAPI route, documented by FastAPI from its signature, answered by a
+``JSONBodyRoute``: pydantic validates the body from its bytes in one step and the
+endpoint's plain dict is written as JSON, without the dependency and response passes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any, get_type_hints
+
+import numpy as np
+from fastapi import APIRouter, Request, Response
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ValidationError
+
+from service.deps import Res, resources_of
+from service.errors import (
+    HistoryUnavailable,
+    InternalError,
+    InvalidRequest,
+    ModelNotLoaded,
+    NonFiniteScores,
+    ScorerStopped,
+    ScoringFailed,
+    ServiceError,
+    UnknownMarket,
+    documented,
+    validation_detail,
+)
+from service.schemas import RecommendIn, RecommendOut
+
+log = logging.getLogger(__name__)
+
+
+class JSONBodyRoute(APIRoute):
+    """A route whose endpoint takes its path parameters, ``body`` (a pydantic model)
+    and ``resources``, and returns plain JSON values; its errors go to the app's
+    handlers like every route's."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        endpoint = self.endpoint
+        model: type[BaseModel] = get_type_hints(endpoint)["body"]
+
+        async def handle(request: Request) -> Response:
+            try:
+                body = model.model_validate_json(await request.body())
+            except ValidationError as e:
+                raise InvalidRequest(detail=validation_detail(e.errors(), ("body",))) from e
+            try:
+                reply = await endpoint(
+                    **request.path_params, body=body, resources=resources_of(request)
+                )
+            except ServiceError:
+                raise
+            except Exception as e:  # a bug: a logged JSON 500, as the app's handler gives
+                log.exception("%s %s failed", request.method, request.url.path)
+                raise InternalError() from e
+            # JSON has no NaN: a non-finite number fails here rather than reach a client.
+            content = json.dumps(reply, allow_nan=False).encode()
+            return Response(content, media_type="application/json")
+
+        return handle
+
+
+router = APIRouter(route_class=JSONBodyRoute)
+
+
+@router.post(
+    "/markets/{market}/recommend",
+    response_model=RecommendOut,
+    responses=documented(
+        UnknownMarket,
+        InvalidRequest,
+        ScoringFailed,
+        NonFiniteScores,
+        ModelNotLoaded,
+        HistoryUnavailable,
+        ScorerStopped,
+    ),
+)
+async def recommend(market: str, body: RecommendIn, resources: Res) -> dict[str, Any]:
+    """The user's ranking of the given candidates, or else of the market's catalogue;
+    the market's popularity for a user without history."""
+    loaded = resources.reloader.serving()  # one version for the whole request, even mid-reload
+    model = loaded.markets.get(market)
+    if model is None:
+        raise UnknownMarket(f"unknown market {market!r}; GET /markets lists them")
+    stored = await resources.history.history(market, body.user_id)
+    seen = loaded.known_history(stored)
+    candidates = model.candidates(
+        loaded.vocabulary, body.candidates, seen=seen, exclude_seen=body.exclude_seen
+    )
+    if len(seen) == 0 or len(candidates) == 0:
+        fallback = "popularity" if len(seen) == 0 else None
+        scores = model.popularity(candidates)
+    else:
+        fallback = None
+        scores = await resources.scorer.score(seen, candidates, model)
+        resources.metrics.candidates.labels(market).inc(len(candidates))
+    if not np.isfinite(scores).all():
+        bad = int(np.count_nonzero(~np.isfinite(scores)))
+        log.error("recommend %s: %d of %d scores are not finite", market, bad, len(scores))
+        raise NonFiniteScores()
+    return {
+        "market": market,
+        "user_id": body.user_id,
+        "items": [
+            {"item_id": item, "score": score}
+            for item, score in loaded.top_k(candidates, scores, body.k)
+        ],
+        "model_version": loaded.version,
+        "variant": loaded.variant,
+        "fallback": fallback,
+    }
