@@ -1,4 +1,6 @@
-"""A real redis-server per test session, a copy of the tiny store per test, the app."""
+"""The app under test: ``api`` on in-memory fakes (tests/service/fakes.py: no Redis, no
+onnxruntime, no torch), ``redis_api`` on a real redis-server (one per test session) and
+a copy of the tiny store's real graphs."""
 
 from __future__ import annotations
 
@@ -17,8 +19,12 @@ from fastapi import FastAPI
 from model_store.manifest import MANIFEST
 from model_store.store import ModelStore, Version
 from service.app import create_app
+from service.graphs import LoadedVersion
+from service.history import HistoryStore
+from service.loading import VersionSource
 from service.settings import Settings
 from tests.processes import RedisProcess, free_port
+from tests.service.fakes import FakeSource, MemoryHistory, fake_version
 
 __all__ = ["free_port"]  # the service tests import it from here
 
@@ -58,9 +64,9 @@ def clone_version(
         return store.publish(folder, manifest, promote=False)
 
 
-def settings(store: ModelStore, redis_url: str, **overrides: Any) -> Settings:
+def settings(store: Path, redis_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "store": store.root,
+        "store": store,
         "redis_url": redis_url,
         "api_key": "test-key",
         "history_length": 50,
@@ -86,10 +92,22 @@ class Api:
         value = self.app.state.resources.metrics.registry.get_sample_value(name, labels)
         return float(value or 0.0)
 
+    @property
+    def loaded(self) -> LoadedVersion:
+        served: LoadedVersion = self.app.state.resources.reloader.serving()
+        return served
+
+    def catalogue(self, market: str) -> list[str]:
+        """The market's items, most popular first, in the version served."""
+        loaded = self.loaded
+        return [loaded.vocabulary.item(int(i)) for i in loaded.markets[market].catalogue.items]
+
 
 @asynccontextmanager
-async def running(config: Settings) -> AsyncIterator[Api]:
-    app = create_app(config)
+async def running(
+    config: Settings, *, history: HistoryStore | None = None, source: VersionSource | None = None
+) -> AsyncIterator[Api]:
+    app = create_app(config, history=history, source=source)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
@@ -101,7 +119,22 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@asynccontextmanager
+async def running_fake(tmp_path: Path, **overrides: Any) -> AsyncIterator[Api]:
+    """The app on fakes: a ``MemoryHistory`` and one ``fake_version``, tiny-1."""
+    config = settings(tmp_path, "redis://127.0.0.1:1/0", **overrides)  # never connected
+    history = MemoryHistory(config.history_length)
+    async with running(config, history=history, source=FakeSource(fake_version())) as api:
+        yield api
+
+
 @pytest.fixture
-async def api(store: ModelStore, flushed_redis: str) -> AsyncIterator[Api]:
-    async with running(settings(store, flushed_redis)) as started:
+async def api(tmp_path: Path) -> AsyncIterator[Api]:
+    async with running_fake(tmp_path) as started:
+        yield started
+
+
+@pytest.fixture
+async def redis_api(store: ModelStore, flushed_redis: str) -> AsyncIterator[Api]:
+    async with running(settings(store.root, flushed_redis)) as started:
         yield started

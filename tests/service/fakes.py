@@ -73,7 +73,7 @@ class EmbeddingGraph:
         rng = np.random.default_rng(seed)
         self.embeddings = rng.normal(size=(items + 1, dim)).astype(np.float32)
         self.embeddings[0] = 0  # padding
-        self.name = "embedding"
+        self.name = "model.onnx"
         self.provider = "cpu"
         self.calls: list[tuple[int, ...]] = []
         self.threads: set[str] = set()
@@ -91,21 +91,21 @@ class EmbeddingGraph:
 
 
 def fake_version(
-    name: str = "fake-1",
+    name: str = "tiny-1",
     *,
-    markets: Sequence[str] = ("aa", "bb"),
-    items: int = 40,
+    markets: Sequence[str] = ("aa", "bb", "cc"),
+    items: int = 120,
     graph: EmbeddingGraph | None = None,
 ) -> LoadedVersion:
-    """A version of ``items`` items I00001.., every market selling all of them, most
-    popular first in item order, all markets scored by one ``graph``."""
+    """Like the tiny store's version: ``items`` items I00001.., every market selling all
+    of them (most popular first in item order), all markets scored by one ``graph``."""
     vocabulary = Vocabulary.from_ids(f"I{i:05d}" for i in range(1, items + 1))
     graph = graph or EmbeddingGraph(items)
     catalogue = Catalogue(np.arange(1, items + 1), np.arange(items, 0, -1))
     models = {
         code: MarketModel(code, index, graph, True, catalogue) for index, code in enumerate(markets)
     }
-    return LoadedVersion(name, "history-once", "cpu", 50, vocabulary, models)
+    return LoadedVersion(name, "hybrid", "cpu", 50, vocabulary, models)
 
 
 class FakeSource:

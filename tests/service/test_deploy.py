@@ -104,16 +104,18 @@ def test_every_file_a_dockerfile_copies_exists(dockerfile: str) -> None:
 
 
 @pytest.mark.anyio
-async def test_every_metric_the_dashboard_queries_is_exposed(api: Api, store: ModelStore) -> None:
+async def test_every_metric_the_dashboard_queries_is_exposed(
+    redis_api: Api, store: ModelStore
+) -> None:
     version = store.open()
     items = json.loads(version.file("items.json").read_text())["items"]
     events = [
         {"market": "aa", "user_id": "u", "item_id": items[0], "event_id": "e1"},
         {"market": "aa", "user_id": "u", "item_id": "unknown-item"},
     ]
-    assert (await api.http.post("/events", json={"events": events}, headers=KEY)).is_success
-    await api.http.post("/markets/aa/recommend", json={"user_id": "u"})
-    text = (await api.http.get("/metrics")).text
+    assert (await redis_api.http.post("/events", json={"events": events}, headers=KEY)).is_success
+    await redis_api.http.post("/markets/aa/recommend", json={"user_id": "u"})
+    text = (await redis_api.http.get("/metrics")).text
     exposed = {
         sample.name for family in text_string_to_metric_families(text) for sample in family.samples
     }
