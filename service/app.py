@@ -2,7 +2,7 @@
 
 Routes are in service/routes/<resource>.py, the resources they share and their
 dependencies in service/deps.py, the request metrics and guard in
-service/middleware.py, every failure and its reply in service/errors.py.
+service/middleware.py, every failure, its reply and the handlers in service/errors.py.
 """
 
 from __future__ import annotations
@@ -12,24 +12,12 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException
+from fastapi import FastAPI
 
 from model_store.store import ModelStore
 from service import redis_client
 from service.deps import Resources
-from service.errors import (
-    InternalError,
-    InvalidRequest,
-    ServiceError,
-    VersionRefused,
-    documented,
-    error_response,
-    from_status,
-    validation_detail,
-)
+from service.errors import InternalError, VersionRefused, documented, handlers
 from service.history import HistoryStore, RedisHistory
 from service.loading import StoreSource, VersionSource
 from service.metrics import Metrics
@@ -100,29 +88,10 @@ def create_app(
         title="Cross-market recommendation service",
         lifespan=lifespan,
         responses=documented(InternalError),
+        exception_handlers=handlers(),
     )
     for router in ROUTERS:
         app.include_router(router)
-
-    def reply(request: Request, error: ServiceError) -> JSONResponse:
-        resources = getattr(request.app.state, "resources", None)
-        return error_response(error, resources.metrics if resources else None)
-
-    @app.exception_handler(ServiceError)
-    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        return reply(request, exc)
-
-    @app.exception_handler(HTTPException)  # the router's own: no route (404), method (405)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return reply(request, from_status(exc.status_code, exc.detail, exc.headers))
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return reply(request, InvalidRequest(detail=validation_detail(exc.errors())))
-
-    @app.exception_handler(Exception)
-    async def internal(request: Request, exc: Exception) -> JSONResponse:
-        return reply(request, InternalError())  # Starlette logs the exception
 
     # The last added is the outermost: metrics see every reply, the guard's too.
     app.add_middleware(

@@ -10,10 +10,13 @@ request guard (service/middleware.py) answer with ``error_response``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, ClassVar
 
-from starlette.responses import JSONResponse
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, Response
 
 from service.metrics import Metrics
 
@@ -170,3 +173,26 @@ def from_status(
             return kind(message[0].lower() + message[1:], headers=headers)
         kinds += kind.__subclasses__()
     return InternalError()
+
+
+Handler = Callable[[Request, Any], Coroutine[Any, Any, Response]]
+
+
+def handlers() -> dict[int | type[Exception], Handler]:
+    """The app's exception handlers: whatever a route raises, a reply of the tree."""
+
+    async def reply(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, ServiceError):
+            error = exc
+        elif isinstance(exc, HTTPException):  # the router's own: no route, wrong method
+            error = from_status(exc.status_code, exc.detail, exc.headers)
+        elif isinstance(exc, RequestValidationError):
+            error = InvalidRequest(detail=validation_detail(exc.errors()))
+        else:
+            error = InternalError()  # Starlette logs the exception
+        resources = getattr(request.app.state, "resources", None)
+        return error_response(error, resources.metrics if resources else None)
+
+    return {
+        kind: reply for kind in (ServiceError, HTTPException, RequestValidationError, Exception)
+    }
