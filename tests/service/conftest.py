@@ -79,6 +79,18 @@ def settings(store: Path, redis_url: str, **overrides: Any) -> Settings:
 
 
 KEY = {"X-API-Key": "test-key"}
+JSON = {"content-type": "application/json"}  # the JSON routes refuse other bodies (415)
+RECOMMEND = "/markets/{market}/recommend"
+ERROR_OUT = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
+
+
+def events_of(*events: tuple[str, str, str]) -> dict[str, Any]:
+    """An /events body of (market, user, event id) events, all of one item."""
+    return {
+        "events": [
+            {"market": m, "user_id": u, "event_id": e, "item_id": "I00001"} for m, u, e in events
+        ]
+    }
 
 
 @dataclasses.dataclass
@@ -96,6 +108,11 @@ class Api:
     def loaded(self) -> LoadedVersion:
         served: LoadedVersion = self.app.state.resources.reloader.serving()
         return served
+
+    async def post_history(self, market: str, user: str, items: list[str]) -> None:
+        events = [{"market": market, "user_id": user, "item_id": i} for i in items]
+        reply = await self.http.post("/events", json={"events": events}, headers=KEY)
+        assert reply.status_code == 200, reply.text
 
     def catalogue(self, market: str) -> list[str]:
         """The market's items, most popular first, in the version served."""

@@ -8,10 +8,6 @@ from tests.service.conftest import Api
 
 pytestmark = pytest.mark.anyio
 
-JSON = {"content-type": "application/json"}  # the JSON routes refuse other bodies (415)
-RECOMMEND = "/markets/{market}/recommend"
-ERROR_OUT = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
-
 
 async def test_405_replies_name_the_allowed_methods(api: Api) -> None:
     for method, path, allowed in [

@@ -22,14 +22,10 @@ from service.metrics import Metrics
 from service.scorer import BatchingScorer
 from service.serve_bench import running_service
 from tests.processes import free_port
-from tests.service.conftest import KEY, Api, clone_version, running, settings
+from tests.service.conftest import KEY, Api, clone_version, events_of, running, settings
 from training.export import PARITY_TOLERANCE, load_run, torch_scores
 
 pytestmark = pytest.mark.anyio
-
-JSON = {"content-type": "application/json"}  # the JSON routes refuse other bodies (415)
-RECOMMEND = "/markets/{market}/recommend"
-ERROR_OUT = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
 
 
 @pytest.fixture
@@ -48,21 +44,6 @@ def _catalogue(store: ModelStore, market: str) -> list[str]:
     vocab = _vocab(store)
     catalogue = load_catalogues(version.file(version.manifest.catalogues))[market]
     return [vocab.item(int(i)) for i in catalogue.items]
-
-
-async def _post_history(api: Api, market: str, user: str, items: list[str]) -> None:
-    events = [{"market": market, "user_id": user, "item_id": i} for i in items]
-    reply = await api.http.post("/events", json={"events": events}, headers=KEY)
-    assert reply.status_code == 200, reply.text
-
-
-def _events(*events: tuple[str, str, str]) -> dict[str, Any]:
-    """Events of (market, user, event id), all of one item."""
-    return {
-        "events": [
-            {"market": m, "user_id": u, "event_id": e, "item_id": "I00001"} for m, u, e in events
-        ]
-    }
 
 
 def _reply(sock: socket.socket) -> bytes:
@@ -114,7 +95,7 @@ async def test_history_reads_that_arrive_together_share_one_pipeline(
 ) -> None:
     items = _catalogue(store, "aa")
     for i in range(4):
-        await _post_history(api, "aa", f"p{i}", items[i : i + 2])
+        await api.post_history("aa", f"p{i}", items[i : i + 2])
     history = api.app.state.resources.history
     pipelines = 0
     make = history.client.client.pipeline  # the one Redis's own client
@@ -131,7 +112,7 @@ async def test_history_reads_that_arrive_together_share_one_pipeline(
 
 
 async def test_deduplication_is_per_market_user_and_event_id(api: Api) -> None:
-    first = _events(("aa", "u1", "e1"), ("aa", "u2", "e1"), ("bb", "u1", "e1"))
+    first = events_of(("aa", "u1", "e1"), ("aa", "u2", "e1"), ("bb", "u1", "e1"))
     reply = await api.http.post("/events", json=first, headers=KEY)
     assert reply.json()["accepted"] == 3 and reply.json()["duplicates"] == 0
     # A retry after a 503 that stored the events anyway: nothing is stored twice.
@@ -148,7 +129,7 @@ async def test_recommendations_rank_as_the_torch_model(
 ) -> None:
     items = _catalogue(store, "bb")
     history = items[5:12]
-    await _post_history(api, "bb", "alice", history)
+    await api.post_history("bb", "alice", history)
     candidates = items[:40]
     reply = await api.http.post(
         "/markets/bb/recommend", json={"user_id": "alice", "candidates": candidates, "k": 40}

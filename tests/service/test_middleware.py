@@ -11,26 +11,13 @@ import pytest
 from pydantic import SecretStr
 
 from service.middleware import RequestGuard
-from tests.service.conftest import KEY, Api, running_fake
+from tests.service.conftest import JSON, KEY, Api, events_of, running_fake
 
 pytestmark = pytest.mark.anyio
 
-JSON = {"content-type": "application/json"}  # the JSON routes refuse other bodies (415)
-RECOMMEND = "/markets/{market}/recommend"
-ERROR_OUT = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
-
-
-def _events(*events: tuple[str, str, str]) -> dict[str, Any]:
-    """Events of (market, user, event id), all of one item."""
-    return {
-        "events": [
-            {"market": m, "user_id": u, "event_id": e, "item_id": "I00001"} for m, u, e in events
-        ]
-    }
-
 
 async def test_json_routes_refuse_other_content_types_with_a_json_415(api: Api) -> None:
-    body = json.dumps(_events(("aa", "u", "e1"))).encode()
+    body = json.dumps(events_of(("aa", "u", "e1"))).encode()
     for content_type in [None, "text/plain", "application/x-www-form-urlencoded", "text/json"]:
         headers = KEY | ({"content-type": content_type} if content_type else {})
         for path in ["/events", "/markets/aa/recommend"]:

@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from tests.service.conftest import KEY, Api
+from tests.service.conftest import ERROR_OUT, KEY, RECOMMEND, Api, events_of
 
 pytestmark = pytest.mark.anyio
-
-JSON = {"content-type": "application/json"}  # the JSON routes refuse other bodies (415)
-RECOMMEND = "/markets/{market}/recommend"
-ERROR_OUT = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
-
-
-def _events(*events: tuple[str, str, str]) -> dict[str, Any]:
-    """Events of (market, user, event id), all of one item."""
-    return {
-        "events": [
-            {"market": m, "user_id": u, "event_id": e, "item_id": "I00001"} for m, u, e in events
-        ]
-    }
 
 
 async def test_the_openapi_document_gives_every_error_each_operation_can_give(api: Api) -> None:
@@ -61,7 +46,7 @@ async def test_the_openapi_document_gives_every_error_each_operation_can_give(ap
     assert event["enum"] == ["aa", "bb", "cc"]
     path = operations[("post", RECOMMEND)]["parameters"][0]["schema"]
     assert path["enum"] == ["aa", "bb", "cc"]
-    unknown = await api.http.post("/events", json=_events(("zz", "u", "e")), headers=KEY)
+    unknown = await api.http.post("/events", json=events_of(("zz", "u", "e")), headers=KEY)
     assert unknown.status_code == 422
 
 

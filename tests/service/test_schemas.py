@@ -8,10 +8,6 @@ from tests.service.conftest import KEY, Api
 
 pytestmark = pytest.mark.anyio
 
-JSON = {"content-type": "application/json"}  # the JSON routes refuse other bodies (415)
-RECOMMEND = "/markets/{market}/recommend"
-ERROR_OUT = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
-
 
 async def test_request_bodies_take_only_their_documented_json_types(api: Api) -> None:
     wrong = [{"k": "3"}, {"exclude_seen": 0}, {"user_id": 7}, {"k": 2.5}, {"k": True}]

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.service.conftest import KEY, Api
+from tests.service.conftest import JSON, KEY, Api
 
 pytestmark = pytest.mark.anyio
-
-JSON = {"content-type": "application/json"}  # the JSON routes refuse other bodies (415)
-RECOMMEND = "/markets/{market}/recommend"
-ERROR_OUT = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
 
 
 async def test_bad_events_are_refused_with_reasons(api: Api) -> None:

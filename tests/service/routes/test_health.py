@@ -4,19 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.service.conftest import KEY, Api
+from tests.service.conftest import Api
 
 pytestmark = pytest.mark.anyio
-
-JSON = {"content-type": "application/json"}  # the JSON routes refuse other bodies (415)
-RECOMMEND = "/markets/{market}/recommend"
-ERROR_OUT = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
-
-
-async def _post_history(api: Api, market: str, user: str, items: list[str]) -> None:
-    events = [{"market": market, "user_id": user, "item_id": i} for i in items]
-    reply = await api.http.post("/events", json={"events": events}, headers=KEY)
-    assert reply.status_code == 200, reply.text
 
 
 async def test_markets_health_and_metrics(api: Api) -> None:
@@ -38,7 +28,7 @@ async def test_markets_health_and_metrics(api: Api) -> None:
         "provider": "cpu",
         "redis": "ok",
     }
-    await _post_history(api, "aa", "secret-user-id", api.catalogue("aa")[:2])
+    await api.post_history("aa", "secret-user-id", api.catalogue("aa")[:2])
     await api.http.post("/markets/aa/recommend", json={"user_id": "secret-user-id"})
     text = (await api.http.get("/metrics")).text
     for name in [

@@ -10,24 +10,14 @@ import numpy as np
 import pytest
 
 from service.scorer import BatchingScorer
-from tests.service.conftest import KEY, Api
+from tests.service.conftest import JSON, KEY, Api
 
 pytestmark = pytest.mark.anyio
-
-JSON = {"content-type": "application/json"}  # the JSON routes refuse other bodies (415)
-RECOMMEND = "/markets/{market}/recommend"
-ERROR_OUT = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
-
-
-async def _post_history(api: Api, market: str, user: str, items: list[str]) -> None:
-    events = [{"market": market, "user_id": user, "item_id": i} for i in items]
-    reply = await api.http.post("/events", json={"events": events}, headers=KEY)
-    assert reply.status_code == 200, reply.text
 
 
 async def test_catalogue_top_k_and_exclude_seen(api: Api) -> None:
     items = api.catalogue("aa")
-    await _post_history(api, "aa", "bob", items[:3])
+    await api.post_history("aa", "bob", items[:3])
     reply = await api.http.post("/markets/aa/recommend", json={"user_id": "bob", "k": 25})
     ranked = [i["item_id"] for i in reply.json()["items"]]
     assert len(ranked) == 25 and not set(ranked) & set(items[:3])
@@ -68,7 +58,7 @@ async def test_recommend_refuses_bad_requests(api: Api) -> None:
 async def test_a_failed_scoring_call_is_a_json_500(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await _post_history(api, "aa", "u", api.catalogue("aa")[:3])
+    await api.post_history("aa", "u", api.catalogue("aa")[:3])
 
     async def broken(*args: object) -> None:
         raise RuntimeError("onnxruntime failed")
@@ -102,7 +92,7 @@ async def test_concurrent_requests_share_one_call_and_rank_as_alone(api: Api) ->
     items = api.catalogue("aa")
     users = [f"user{i}" for i in range(8)]
     for i, user in enumerate(users):
-        await _post_history(api, "aa", user, items[i : 2 * i + 3])
+        await api.post_history("aa", user, items[i : 2 * i + 3])
     bodies = [
         {"user_id": u, "candidates": items[10 : 40 + 5 * i], "k": 20} for i, u in enumerate(users)
     ]
