@@ -4,6 +4,7 @@ metrics against a running app's /metrics, and the Dockerfiles' COPY sources."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -101,6 +102,20 @@ def test_every_file_a_dockerfile_copies_exists(dockerfile: str) -> None:
     if dockerfile == "service.Dockerfile":
         assert any(line.startswith("HEALTHCHECK") for line in lines)
         assert any("/livez" in line for line in lines)
+
+
+def test_the_service_holds_no_training_code() -> None:
+    """The serving half never imports the training half, and its image copies none of it."""
+    for path in (REPO / "service").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            assert not any(n.split(".")[0] == "training" for n in names), path
+    lines = (REPO / "docker/service.Dockerfile").read_text().splitlines()
+    copied = {source for line in lines if line.startswith("COPY ") for source in line.split()[1:-1]}
+    assert "training" not in copied and "service" in copied
+    assert 'CMD ["python", "-m", "service"' in "\n".join(lines)
 
 
 @pytest.mark.anyio
