@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from model_store.vocab import IntArray
+from training.bert4cmr_train import bce_loss
 from training.data import load_interactions
 from training.evaluate import evaluate
 from training.examples import Examples, NegativeSampler, batches, build_examples
@@ -24,7 +25,6 @@ from training.model import Bert4CMR, Bert4CMRConfig
 from training.predict import TorchScorer
 from training.protocols import build_eval_set
 from training.split import make_split
-from training.train import bce_loss
 
 
 def train_rate(model: Bert4CMR, examples: Examples, negatives: IntArray, seconds: float) -> float:
@@ -32,7 +32,7 @@ def train_rate(model: Bert4CMR, examples: Examples, negatives: IntArray, seconds
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     rng = np.random.default_rng(0)
     seen, start = 0, time.perf_counter()
-    for batch in batches(rng, examples, negatives, 1024):
+    for batch in batches(rng, examples, negatives, batch_size=1024):
         candidates = torch.from_numpy(batch.candidates)
         logits = model(
             torch.from_numpy(batch.histories), candidates, torch.from_numpy(batch.markets)
@@ -56,13 +56,15 @@ def main() -> None:
     split = make_split(data, "random", 0)
     examples = build_examples(split)
     negatives = NegativeSampler(split).sample(np.random.default_rng(0), examples, 4)
-    valid = build_eval_set(split, "market", "valid", 0)
+    valid = build_eval_set(split, "market", "valid", seed=0)
     jp = data.markets.index("jp")  # a small market keeps the paper variant's scoring short
     rates, scoring = {}, {}
     for paper in (False, True):
         torch.manual_seed(0)
         cfg = Bert4CMRConfig(
-            n_items=data.items.size, n_markets=len(data.markets), history_sees_candidate=paper
+            n_items=data.items.size,
+            n_markets=len(data.markets),
+            variant="paper" if paper else "history-once",
         )
         model = Bert4CMR(cfg)
         rates[paper] = train_rate(model, examples, negatives, args.seconds)

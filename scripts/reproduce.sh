@@ -71,7 +71,7 @@ for step in "${steps[@]}"; do
         tuned-seed[0-9]) train "$runs/tuned-s${step#tuned-seed}" "$tuned" \
                              --set seed="${step#tuned-seed}" "${test_only[@]}" ;;
         paper-seed[0-9]) train "$runs/paper-variant-s${step#paper-seed}" "$recipe" \
-                             --set seed="${step#paper-seed}" --set history_sees_candidate=true \
+                             --set seed="${step#paper-seed}" --set variant=paper \
                              "${test_only[@]}" ;;
         baselines[0-9]) baselines "${step#baselines}" ;;
         no-finetune) no_finetune ;;

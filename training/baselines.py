@@ -52,11 +52,11 @@ class Popularity:
             counts[:] = counts.sum(axis=0)
         return cls("popularity" if per_market else "global-popularity", counts)
 
-    def score(self, markets: IntArray, histories: IntArray, candidates: IntArray) -> FloatArray:
+    def score(self, histories: IntArray, candidates: IntArray, markets: IntArray) -> FloatArray:
         return self.counts[markets[:, None], candidates]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EaseBlock:
     """One EASE^R weight matrix over ``items``, serving the users of ``markets``."""
 
@@ -98,7 +98,7 @@ class Ease:
             return {"lambda": self.blocks[0].lam}
         return {"lambda": {codes[m]: b.lam for m, b in sorted(self._block_of.items())}}
 
-    def score(self, markets: IntArray, histories: IntArray, candidates: IntArray) -> FloatArray:
+    def score(self, histories: IntArray, candidates: IntArray, markets: IntArray) -> FloatArray:
         scores = np.zeros(candidates.shape, np.float32)
         for market in np.unique(markets):
             rows = markets == market
@@ -147,6 +147,7 @@ def solve_ease(gram: NDArray[np.float64], lam: float) -> FloatArray:
 def tune_ease(
     split: Split,
     valid_sets: Sequence[EvalSet],
+    *,
     per_market: bool = False,
     grid: Sequence[float] = LAMBDA_GRID,
 ) -> list[Ease]:
@@ -164,7 +165,7 @@ def tune_ease(
         best: list[tuple[float, EaseBlock | None]] = [(-1.0, None) for _ in valid_sets]
         for lam in grid:
             start = time.perf_counter()
-            block = EaseBlock(markets, items, solve_ease(gram, lam), lam)
+            block = EaseBlock(markets=markets, items=items, weights=solve_ease(gram, lam), lam=lam)
             model = Ease(name, [block])
             line = []
             for i, valid in enumerate(valid_sets):
@@ -198,6 +199,7 @@ def evaluate_baselines(
     split: Split,
     models: Sequence[str],
     protocols: Sequence[Protocol],
+    *,
     split_name: SplitName = "test",
     seed: int = 0,
     grid: Sequence[float] = LAMBDA_GRID,
@@ -210,7 +212,7 @@ def evaluate_baselines(
     unknown = set(models) - set(BASELINES)
     if unknown:
         raise ValueError(f"unknown model {sorted(unknown)}; choose from {', '.join(BASELINES)}")
-    targets = {p: build_eval_set(split, p, split_name, seed) for p in protocols}
+    targets = {p: build_eval_set(split, p, split_name, seed=seed) for p in protocols}
     results: list[Result] = []
     for name in models:
         start = time.perf_counter()
@@ -218,7 +220,7 @@ def evaluate_baselines(
             scorer = Popularity.fit(split, per_market=name == "popularity")
             results += [evaluate(scorer, targets[p]) for p in protocols]
         else:
-            valid_sets = [build_eval_set(split, p, "valid", seed) for p in protocols]
+            valid_sets = [build_eval_set(split, p, "valid", seed=seed) for p in protocols]
             tuned = tune_ease(split, valid_sets, per_market=name == "ease-per-market", grid=grid)
             for p, model in zip(protocols, tuned, strict=True):
                 result = evaluate(model, targets[p])

@@ -61,8 +61,8 @@ DataDir = Annotated[
 
 def training_errors() -> AbstractContextManager[None]:
     """``user_errors`` for the training commands' own kinds of bad input."""
-    from training.data import DataFormatError
     from training.download import DownloadError
+    from training.market_files import DataFormatError
 
     return user_errors(DataFormatError, DownloadError, ValueError, KeyError)
 
@@ -75,23 +75,14 @@ def data_stats(
     ] = None,
 ) -> None:
     """Rows, users, items and mean history per market, counted on the raw files."""
-    from training.data import log_stats, read_logs
+    from training.market_files import read_logs
     from training.report import grid_table
+    from training.stats import log_stats
 
     with training_errors():
         stats = log_stats(read_logs(data))
     header = ["market", "rows", "users", "items", "unique pairs", "mean history"]
-    rows = [
-        [
-            s.market,
-            f"{s.rows:,}",
-            f"{s.users:,}",
-            f"{s.items:,}",
-            f"{s.unique_pairs:,}",
-            f"{s.mean_history:.2f}",
-        ]
-        for s in stats
-    ]
+    rows = [[s.market, *(f"{n:,}" for n in s.counts), f"{s.mean_history:.2f}"] for s in stats]
     print(grid_table(header, rows))
     if json_path:
         json_path.write_text(json.dumps([s.as_dict() for s in stats], indent=2) + "\n")
@@ -120,6 +111,7 @@ def data_download(
 
 @data_app.command("synth")
 def data_synth(
+    *,
     dest: Annotated[Path, typer.Option(help="Folder to write <market>_5core.txt files into.")],
     markets: Annotated[str, typer.Option(help="Comma-separated market codes.")] = "aa,bb,cc",
     users: Annotated[str, typer.Option(help="Comma-separated users per market.")] = "400,200,80",
@@ -144,6 +136,7 @@ def data_synth(
 
 @app.command("evaluate")
 def evaluate_command(
+    *,
     data: DataDir,
     model: Annotated[
         list[Model] | None,
@@ -213,6 +206,7 @@ def evaluate_command(
 
 @app.command("train")
 def train_command(
+    *,
     data: DataDir,
     out: Annotated[Path, typer.Option(help="Run folder; an interrupted run there resumes.")],
     config: Annotated[
@@ -236,15 +230,16 @@ def train_command(
     correction); `--config configs/bert4cmr.json` trains the paper's Bert4CMR. Writes
     checkpoints, metrics per protocol, curves.png and train.log into OUT.
     """
-    from training.recipe import parse_recipe, train_run
+    from training.config import parse_recipe
     from training.report import report
+    from training.train import train_run
 
     with training_errors():
         recipe = parse_recipe(config, set_ or [])
         args = ["cmr", "train", "--data", str(data), "--out", str(out)]
         args += ["--config", str(config)] if config else []
         args += [a for setting in set_ or [] for a in ("--set", setting)]
-        results = train_run(data, out, recipe, shlex.join(args))
+        results = train_run(data, out, recipe, command=shlex.join(args))
     print(report([r for r in results if r.split == "test"]))
 
 
@@ -268,6 +263,7 @@ def compare_command(
 
 @app.command("export")
 def export_command(
+    *,
     run: Annotated[Path, typer.Option(help="A finished `cmr train` run folder.")],
     store: StoreDir,
     version: Annotated[
@@ -290,8 +286,9 @@ def export_command(
     from training.export import export_run
 
     with training_errors():
+        chosen = variant.value if variant else None
         published = export_run(
-            run, ModelStore(store), version, variant.value if variant else None, data, promote
+            run, ModelStore(store), version=version, variant=chosen, data_dir=data, promote=promote
         )
     state = "current" if promote else "not current; `cmr store promote` serves it"
     print(f"published {published.name} ({published.manifest.variant}) in {store}, {state}")

@@ -48,7 +48,7 @@ class Cooccurrence:
         return self.floor + (1.0 - self.floor) * np.exp(-apart / self.days)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Blocks:
     """Which EASE^R blocks to fit, and how."""
 
@@ -63,6 +63,7 @@ def weighted_gram(
     split: Split,
     markets: tuple[int, ...],
     cooccurrence: Cooccurrence,
+    *,
     users_kept: NDArray[np.bool_] | None = None,
 ) -> tuple[IntArray, NDArray[np.float64]]:
     """Items seen in training in ``markets`` and their (time-weighted) Gram matrix."""
@@ -93,11 +94,12 @@ def weighted_gram(
 def _block(
     split: Split,
     markets: tuple[int, ...],
+    *,
     lam: float,
     cooccurrence: Cooccurrence,
     users_kept: NDArray[np.bool_] | None,
 ) -> tuple[IntArray, NDArray[np.float32]]:
-    items, gram = weighted_gram(split, markets, cooccurrence, users_kept)
+    items, gram = weighted_gram(split, markets, cooccurrence, users_kept=users_kept)
     if not len(items):
         return items, np.zeros((0, 0), np.float32)
     return items, solve_ease(gram, lam)
@@ -118,14 +120,18 @@ def fit_closed_form(
     co = blocks.cooccurrence
     if blocks.global_ease:
         every = tuple(range(n_markets))
-        items, weights = _block(split, every, blocks.global_lambda, co, users_kept)
+        items, weights = _block(
+            split, every, lam=blocks.global_lambda, cooccurrence=co, users_kept=users_kept
+        )
         global_index[items] = np.arange(len(items))
         global_weights = weights.ravel() if weights.size else global_weights
     market_index = np.full((n_markets + 1, n_items), -1, np.int64)  # last row: shared
     sizes = np.zeros(n_markets + 1, np.int64)
     flats = []
     for m in range(n_markets if blocks.market_ease else 0):
-        items, weights = _block(split, (m,), blocks.market_lambda, co, users_kept)
+        items, weights = _block(
+            split, (m,), lam=blocks.market_lambda, cooccurrence=co, users_kept=users_kept
+        )
         market_index[m, items] = np.arange(len(items))
         sizes[m] = len(items)
         flats.append(weights.ravel())

@@ -51,6 +51,7 @@ def _fetch(url: str, target: Path, timeout: float) -> None:
 def download_xmarket(
     dest: Path,
     base_url: str = XMARKET_URL,
+    *,
     files: dict[str, str] = XMARKET_FILES,
     timeout: float = 60.0,
     report: Callable[[str, str], None] = lambda name, status: None,

@@ -30,9 +30,10 @@ class Scorer(Protocol):
     name: str
 
     def score(
-        self, markets: IntArray, histories: IntArray, candidates: IntArray
+        self, histories: IntArray, candidates: IntArray, markets: IntArray
     ) -> NDArray[np.floating[Any]]:
-        """markets (B,), histories (B, N), candidates (B, C) -> scores (B, C).
+        """histories (B, N), candidates (B, C), markets (B,) -> scores (B, C), the order
+        of the scoring contract and of every model's ``forward``.
 
         Histories are oldest first and PAD-padded; scores at PAD candidates are ignored.
         """
@@ -59,7 +60,7 @@ def ranking_metrics(ranks: IntArray, ks: Sequence[int] = DEFAULT_KS) -> Metrics:
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Result:
     """Per-market metrics of one model under one protocol and split."""
 
@@ -96,6 +97,7 @@ class Result:
 def evaluate(
     model: Scorer,
     eval_set: EvalSet,
+    *,
     ks: Sequence[int] = DEFAULT_KS,
     batch_size: int = 512,
     markets: Sequence[int] | None = None,
@@ -107,7 +109,7 @@ def evaluate(
     ranks = np.zeros(len(eval_set), np.int64)
     wanted = range(len(eval_set.markets)) if markets is None else markets
     for batch in eval_set.batches(batch_size, markets=wanted):
-        scores = np.asarray(model.score(batch.markets, batch.histories, batch.candidates))
+        scores = np.asarray(model.score(batch.histories, batch.candidates, batch.markets))
         if scores.shape != batch.candidates.shape:
             raise ValueError(
                 f"{model.name} returned scores of shape {scores.shape} "
@@ -127,7 +129,13 @@ def evaluate(
             }
     if not per_market:
         raise ValueError("nothing to evaluate: no user has a held-out item")
-    result = Result(model.name, eval_set.protocol, eval_set.split_name, eval_set.seed, per_market)
+    result = Result(
+        model=model.name,
+        protocol=eval_set.protocol,
+        split=eval_set.split_name,
+        seed=eval_set.seed,
+        markets=per_market,
+    )
     log.debug(
         "%s, %s protocol, %s: mean NDCG@10 %.4f",
         model.name,

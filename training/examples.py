@@ -24,7 +24,7 @@ from training.split import Split
 NegativePool = Literal["market", "global"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Examples:
     """One row per training positive."""
 
@@ -113,13 +113,13 @@ class NegativeSampler:
 class Batch:
     """Positive in column 0 of ``candidates``, negatives after it."""
 
-    markets: IntArray  # (B,)
     histories: IntArray  # (B, N)
     candidates: IntArray  # (B, 1 + k)
+    markets: IntArray  # (B,)
 
 
 def batches(
-    rng: np.random.Generator, examples: Examples, negatives: IntArray, batch_size: int
+    rng: np.random.Generator, examples: Examples, negatives: IntArray, *, batch_size: int
 ) -> Iterator[Batch]:
     """Batches of examples of similar history length, in random order."""
     # Sort by length with random tie-breaks, cut into batches, shuffle the batches.
@@ -128,7 +128,7 @@ def batches(
     for chunk in (chunks[i] for i in rng.permutation(len(chunks))):
         width = max(int(examples.length[chunk].max()), 1)
         yield Batch(
-            markets=examples.market[chunk],
             histories=examples.history[chunk, :width],
             candidates=np.concatenate([examples.target[chunk, None], negatives[chunk]], axis=1),
+            markets=examples.market[chunk],
         )

@@ -22,7 +22,7 @@ import warnings
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast, get_args
 
 import numpy as np
 import onnxruntime as ort
@@ -34,10 +34,11 @@ from model_store.catalogue import Catalogue, save_catalogues
 from model_store.manifest import Manifest, StoreError
 from model_store.store import ModelStore, Version, check_version_name
 from model_store.vocab import PAD
+from training.config import named_variant
 from training.data import load_interactions
 from training.hybrid import HybridConfig, HybridRecommender
-from training.model import Bert4CMR, Bert4CMRConfig
-from training.recipe import load_hybrid
+from training.hybrid_train import load_hybrid
+from training.model import Bert4CMR, Bert4CMRConfig, Variant
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,8 @@ EXPORT_CHECK_SHAPES = ((1, 0, 1), (3, 50, 7), (16, 9, 300))
 
 
 def variant_name(config: Bert4CMRConfig | HybridConfig) -> str:
-    if isinstance(config, HybridConfig):
-        return "hybrid"
-    return "paper" if config.history_sees_candidate else "history-once"
+    """The manifest's ``variant``: Bert4CMR's own, or "hybrid"."""
+    return "hybrid" if isinstance(config, HybridConfig) else config.variant
 
 
 class ScoringGraph(nn.Module):
@@ -109,7 +109,7 @@ def export_graph(model: Bert4CMR | HybridRecommender, path: Path) -> None:
 
 
 def random_inputs(
-    rng: np.random.Generator, shape: tuple[int, int, int], n_items: int, n_markets: int
+    rng: np.random.Generator, shape: tuple[int, int, int], *, n_items: int, n_markets: int
 ) -> dict[str, np.ndarray[Any, Any]]:
     """Contract inputs of shape (B, N, C): ragged right-padded histories (some rows
     empty), real candidates."""
@@ -138,13 +138,16 @@ def parity(
     model: Bert4CMR | HybridRecommender,
     session: ort.InferenceSession,
     shapes: tuple[tuple[int, int, int], ...],
+    *,
     seed: int = 0,
 ) -> float:
     """Largest |onnxruntime - torch| score difference over random inputs of ``shapes``."""
     rng = np.random.default_rng(seed)
     worst = 0.0
     for shape in shapes:
-        inputs = random_inputs(rng, shape, model.config.n_items, model.config.n_markets)
+        inputs = random_inputs(
+            rng, shape, n_items=model.config.n_items, n_markets=model.config.n_markets
+        )
         (scores,) = session.run([OUTPUT], inputs)
         expected = torch_scores(model, inputs)
         if scores.shape != expected.shape or not np.isfinite(scores).all():
@@ -153,7 +156,7 @@ def parity(
     return worst
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunModels:
     config: dict[str, Any]  # the run's config.json
     graphs: dict[str, Bert4CMR | HybridRecommender]  # graph file in the version -> model
@@ -178,13 +181,20 @@ def load_run(run_dir: Path, variant: str | None = None) -> RunModels:
             raise ValueError(f"{run_dir} is a hybrid run: it has no {variant!r} variant")
         model = load_hybrid(run_dir, config)
         every_market = dict.fromkeys(config["markets"], "model.onnx")
-        return RunModels(config, {"model.onnx": model}, every_market, None, "hybrid")
+        return RunModels(
+            config=config,
+            graphs={"model.onnx": model},
+            market_graphs=every_market,
+            pretrained=None,
+            trained_variant="hybrid",
+        )
+    config["model"] = named_variant(config["model"])
     model_cfg = Bert4CMRConfig(**config["model"])
-    trained_variant = variant_name(model_cfg)
+    trained_variant = model_cfg.variant
     if variant is not None:
-        if variant not in ("paper", "history-once"):
+        if variant not in get_args(Variant):
             raise ValueError(f"{run_dir} is a Bert4CMR run: variant paper or history-once")
-        model_cfg = replace(model_cfg, history_sees_candidate=variant == "paper")
+        model_cfg = replace(model_cfg, variant=cast(Variant, variant))  # checked above
 
     def load(stage_dir: Path) -> Bert4CMR | None:
         weights = stage_dir / "best.safetensors"
@@ -205,8 +215,13 @@ def load_run(run_dir: Path, variant: str | None = None) -> RunModels:
             market_graphs[code] = f"markets/{code}.onnx"
     if pretrained is None and set(market_graphs) != set(config["markets"]):
         raise FileNotFoundError(f"{run_dir}: no trained weights for every market (unfinished?)")
-    fallback = "pretrained.onnx" if pretrained is not None else None
-    return RunModels(config, graphs, market_graphs, fallback, trained_variant)
+    return RunModels(
+        config=config,
+        graphs=graphs,
+        market_graphs=market_graphs,
+        pretrained="pretrained.onnx" if pretrained is not None else None,
+        trained_variant=trained_variant,
+    )
 
 
 def _test_metrics(run_dir: Path) -> dict[str, dict[str, dict[str, float]]]:
@@ -220,13 +235,14 @@ def _test_metrics(run_dir: Path) -> dict[str, dict[str, dict[str, float]]]:
 def export_run(
     run_dir: Path,
     store: ModelStore,
+    *,
     version: str | None = None,
     variant: str | None = None,
     data_dir: Path | None = None,
     promote: bool = True,
 ) -> Version:
     """Export every model of ``run_dir`` and publish them as one store version."""
-    run = load_run(run_dir, variant)
+    run = load_run(run_dir, variant=variant)
     cfg = run.config
     variant = run.variant
     if version is None:
@@ -259,8 +275,7 @@ def export_run(
         manifest = Manifest(
             version=version,
             variant=variant,
-            model=cfg["model"]
-            | ({} if variant == "hybrid" else {"history_sees_candidate": variant == "paper"}),
+            model=cfg["model"] | ({} if variant == "hybrid" else {"variant": variant}),
             train=cfg["train"],
             markets={code: m for m, code in enumerate(cfg["markets"])},
             pretrained=run.pretrained,

@@ -36,7 +36,7 @@ from training.model import Bert4CMR, EncoderLayer
 INITIAL_MIX = (10.0, 5.0, 1.0)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class HybridConfig:
     n_items: int  # embedding rows, padding (index 0) included
     n_markets: int
@@ -56,7 +56,7 @@ class HybridConfig:
     cooccurrence_floor: float = 0.2
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ClosedForm:
     """EASE^R weights in compact blocks: only items seen in training get a row.
 
@@ -85,16 +85,16 @@ class ClosedForm:
             self.global_weights,
             self.global_index[histories],
             self.global_index[candidates],
-            size,
-            torch.zeros_like(size),
+            size=size,
+            offset=torch.zeros_like(size),
         )
         index = self.market_index[markets]  # (B, V)
         own = _block_scores(
             self.market_weights,
             index.gather(1, histories),
             index.gather(1, candidates),
-            self.market_size[markets],
-            self.market_offset[markets],
+            size=self.market_size[markets],
+            offset=self.market_offset[markets],
         )
         return torch.stack([shared, own], dim=1)
 
@@ -123,7 +123,7 @@ class ClosedForm:
 
 
 def _block_scores(
-    weights: Tensor, hist: Tensor, cand: Tensor, size: Tensor, offset: Tensor
+    weights: Tensor, hist: Tensor, cand: Tensor, *, size: Tensor, offset: Tensor
 ) -> Tensor:
     """sum_i W[h_i, c] for rows ``hist`` (B, N) and columns ``cand`` (B, C) of square
     blocks in the flat ``weights`` (row-major, ``size`` (B,) wide, at ``offset`` (B,));

@@ -2,17 +2,18 @@
 
 1. EASE^R blocks (training/closed_form.py): the served ones from every training
    user, and out-of-fold ones that give training users their closed-form scores.
-2. Pre-training on every market: each epoch hides a
-   random ``mask_rate`` of each user's training items, and the model predicts the
-   hidden ones from the rest with a softmax over the user's market catalogue.
-   Every parameter learns, each market's own rows included.
+2. Pre-training on every market: each epoch hides a random ``mask_rate`` of each
+   user's training items, and the model predicts the hidden ones from the rest
+   (training/hybrid_examples.py). Every parameter learns, each market's own rows
+   included.
 3. Adaptation, per market: only that market's own rows (mix and item-bias deltas,
    market vector) go on learning, on the market alone; the rest is frozen.
 
 Both stages stop early on the validation metric of their markets (mean of
-``valid_metric`` over ``valid_protocols``) and keep their best weights. A run
-folder holds closed_form.safetensors, pretrained/ and markets/<code>/
-(best.safetensors, stage.json), metrics/, train.log, curves.png, summary.json.
+``valid_metric`` over ``valid_protocols``) and keep their best weights. Its settings
+are ``HybridTrainConfig`` (training/config.py). A run folder holds
+closed_form.safetensors, pretrained/ and markets/<code>/ (best.safetensors,
+stage.json), metrics/, train.log, curves.png, summary.json.
 """
 
 from __future__ import annotations
@@ -21,158 +22,38 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from numpy.typing import NDArray
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from model_store.vocab import PAD, IntArray, recent_histories
-from training.closed_form import FoldFits
-from training.evaluate import evaluate
-from training.hybrid import HybridRecommender
-from training.protocols import PROTOCOLS, EvalSet, Protocol, market_catalogues
-from training.runs import StageState
-from training.split import Scheme, Split, SplitName
+from model_store.vocab import PAD
+from training.closed_form import Blocks, Cooccurrence, FoldFits, fit_closed_form, fold_fits
+from training.config import HybridTrainConfig
+from training.data import load_interactions
+from training.evaluate import Result, evaluate
+from training.hybrid import ClosedForm, HybridConfig, HybridRecommender
+from training.hybrid_examples import (
+    UserSets,
+    hide,
+    masked_softmax_loss,
+    sampled_bce_loss,
+    user_batches,
+)
+from training.predict import HybridScorer
+from training.protocols import EvalSet, build_eval_set, market_catalogues
+from training.runs import StageState, finish_run, start_run, write_config
+from training.split import make_split
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class HybridTrainConfig:
-    seed: int = 0
-    split_scheme: Scheme = "random"
-    lr: float = 3e-4
-    batch_size: int = 256  # users per step
-    mask_rate: float = 0.3  # share of each user's items hidden and predicted, per epoch
-    loss: Literal["softmax", "bce"] = "softmax"  # bce: `negatives` sampled per hidden item
-    negatives: int = 4
-    max_epochs: int = 30
-    patience: int = 2
-    folds: int = 5  # training users' closed-form scores come from fits without their fold
-    adapt: bool = True  # then train each market's own parameter row on that market
-    adapt_lr: float = 1e-3
-    adapt_max_epochs: int = 5
-    valid_protocols: tuple[Protocol, ...] = ("market", "full")
-    valid_metric: str = "ndcg@10"
-    eval_protocols: tuple[Protocol, ...] = PROTOCOLS
-    eval_splits: tuple[SplitName, ...] = ("valid", "test")
-    threads: int = 0  # torch intra-op threads; 0 = torch's default
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-
-
 # Per-market parameter rows: what adaptation trains, and what a market stage saves.
 MARKET_ROWS = ("market_vectors", "market_bias", "market_mix")
-
-
-@dataclass(frozen=True)
-class UserSets:
-    """Every training user with at least two items: its most recent items, market, fold."""
-
-    users: torch.Tensor  # (U',)
-    items: torch.Tensor  # (U', L) oldest first, right-padded
-    market: torch.Tensor  # (U',)
-    fold: torch.Tensor  # (U',)
-
-    @classmethod
-    def build(cls, split: Split, fold: np.ndarray, max_history: int) -> UserSets:
-        lengths = np.diff(split.train_ptr)
-        users = np.flatnonzero(lengths >= 2)
-        items = np.zeros((len(users), max_history), np.int64)
-        for row, u in enumerate(users):
-            h = split.history(int(u))[-max_history:]
-            items[row, : len(h)] = h
-        return cls(
-            torch.from_numpy(users),
-            torch.from_numpy(items),
-            torch.from_numpy(split.data.user_market[users]),
-            torch.from_numpy(fold[users]),
-        )
-
-
-def hide(rng: torch.Generator, items: torch.Tensor, rate: float) -> torch.Tensor:
-    """(B, L) -> (B, L) bool: the items to hide, about ``rate`` of each row's items,
-    at least one, never all of them."""
-    real = items != PAD
-    hidden = (torch.rand(items.shape, generator=rng) < rate) & real
-    # One random real item per row, to hide where nothing is and to keep where all is.
-    pick = (torch.rand(items.shape, generator=rng) * real).argmax(1, keepdim=True)
-    one = torch.zeros_like(real).scatter_(1, pick, True)
-    hidden |= one & ~hidden.any(1, keepdim=True)
-    hidden &= ~(one & (hidden == real).all(1, keepdim=True))
-    return hidden
-
-
-def masked_softmax_loss(
-    logits: torch.Tensor, allowed: torch.Tensor, items: torch.Tensor, hidden: torch.Tensor
-) -> torch.Tensor:
-    """Mean over hidden items of -log softmax over the ``allowed`` (B, V) items."""
-    log_p = logits.masked_fill(~allowed, float("-inf")).log_softmax(-1)
-    picked = log_p.gather(1, items).masked_fill(~hidden, 0.0)
-    return -picked.sum() / hidden.sum()
-
-
-def sampled_bce_loss(
-    rng: torch.Generator,
-    logits: torch.Tensor,
-    allowed: torch.Tensor,
-    items: torch.Tensor,
-    hidden: torch.Tensor,
-    k: int,
-) -> torch.Tensor:
-    """Binary cross-entropy: each hidden item against ``k`` random allowed items."""
-    weights = allowed.float()
-    negatives = torch.multinomial(weights, k * items.shape[1], True, generator=rng)
-    negative_logits = logits.gather(1, negatives).view(*items.shape, k)  # (B, L, k)
-    positive = F.softplus(-logits.gather(1, items))  # (B, L)
-    negative = F.softplus(negative_logits).sum(-1)
-    return ((positive + negative) * hidden).sum() / (hidden.sum() * (1 + k))
-
-
-class HybridScorer:
-    """The hybrid as an ``evaluate`` scorer: whole-vocabulary logits, then the candidates'
-    (``catalogue_logits``, tested equal to the scoring graph's ``forward``)."""
-
-    def __init__(self, name: str, model: HybridRecommender, chunk: int = 1024) -> None:
-        self.name = name
-        self.model = model
-        self.chunk = chunk
-
-    @torch.no_grad()
-    def score(
-        self, markets: IntArray, histories: IntArray, candidates: IntArray
-    ) -> NDArray[np.float32]:
-        model = self.model
-        model.eval()
-        device = next(model.parameters()).device
-        out = np.zeros(candidates.shape, np.float32)
-        hist = recent_histories(histories, model.config.max_history)
-        for start in range(0, len(markets), self.chunk):
-            part = slice(start, start + self.chunk)
-            logits = model.catalogue_logits(
-                torch.from_numpy(hist[part]).to(device), torch.from_numpy(markets[part]).to(device)
-            )
-            out[part] = logits.gather(1, torch.from_numpy(candidates[part]).to(device)).cpu()
-        return out
-
-
-def _batches(
-    rng: np.random.Generator, sets: UserSets, rows: np.ndarray, batch_size: int
-) -> Iterator[np.ndarray]:
-    """Users of ``rows`` in batches that share a fold and a market, in random order."""
-    keys = sets.fold.numpy()[rows] * 1000 + sets.market.numpy()[rows]
-    chunks = []
-    for key in np.unique(keys):
-        group = rng.permutation(rows[keys == key])
-        chunks += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
-    for i in rng.permutation(len(chunks)):
-        yield chunks[i]
+CLOSED_FORM_FILE = "closed_form.safetensors"
 
 
 def run_hybrid_stage(
@@ -196,7 +77,7 @@ def run_hybrid_stage(
     weights_file = stage_dir / "best.safetensors"
     state_file = stage_dir / "stage.json"
     if state_file.exists() and json.loads(state_file.read_text()).get("done"):
-        _load_stage(model, weights_file, markets, shared)
+        _load_stage(model, weights_file, markets=markets, shared=shared)
         log.info("%s: done in an earlier run, weights loaded", name)
         return StageState(**json.loads(state_file.read_text()))
     device = next(model.parameters()).device
@@ -222,13 +103,13 @@ def run_hybrid_stage(
     if not shared:  # adaptation keeps what it starts from unless it does better
         _, state.best = validate()
         state.best_epoch = 0
-        _save_stage(model, weights_file, markets, shared)
+        _save_stage(model, weights_file, markets=markets, shared=shared)
     while not state.done:
         model.train()
         start, total, steps = time.perf_counter(), 0.0, 0
         n_batches = -(-len(rows) // cfg.batch_size)
         bar = tqdm(
-            _batches(rng, sets, rows, cfg.batch_size),
+            user_batches(rng, sets, rows, batch_size=cfg.batch_size),
             total=n_batches,
             desc=f"{name} epoch {state.epoch + 1}",
             leave=False,
@@ -253,10 +134,13 @@ def run_hybrid_stage(
             allowed.scatter_(1, inputs, False)  # what the user has is no negative
             targets, hidden = items.to(device), hidden.to(device)
             if cfg.loss == "softmax":
-                loss = masked_softmax_loss(logits, allowed, targets, hidden)
+                loss = masked_softmax_loss(logits, allowed=allowed, items=targets, hidden=hidden)
             else:
                 allowed.scatter_(1, targets, False)
-                loss = sampled_bce_loss(torch_rng, logits, allowed, targets, hidden, cfg.negatives)
+                loss = sampled_bce_loss(
+                    torch_rng, logits, allowed=allowed, items=targets, hidden=hidden,
+                    k=cfg.negatives,
+                )  # fmt: skip
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -271,7 +155,7 @@ def run_hybrid_stage(
             "valid_s": time.perf_counter() - start - train_seconds,
         }
         if state.end_epoch(point, metric, patience=cfg.patience, max_epochs=max_epochs):
-            _save_stage(model, weights_file, markets, shared)
+            _save_stage(model, weights_file, markets=markets, shared=shared)
         log.info(
             "%s epoch %d: loss %.4f, valid %s %s = %.4f (best %.4f at %d), %.0f s",
             name,
@@ -284,7 +168,7 @@ def run_hybrid_stage(
             state.best_epoch,
             time.perf_counter() - start,
         )
-    _load_stage(model, weights_file, markets, shared)
+    _load_stage(model, weights_file, markets=markets, shared=shared)
     state_file.write_text(json.dumps(dataclasses.asdict(state), indent=1))
     for p in model.parameters():
         p.requires_grad_(True)
@@ -296,14 +180,18 @@ def _learned(model: HybridRecommender) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters()}
 
 
-def _save_stage(model: HybridRecommender, path: Path, markets: Sequence[int], shared: bool) -> None:
+def _save_stage(
+    model: HybridRecommender, path: Path, *, markets: Sequence[int], shared: bool
+) -> None:
     weights = _learned(model)
     if not shared:  # a market stage owns its row only
         weights = {n: weights[n][markets[0]].contiguous() for n in MARKET_ROWS}
     save_file(weights, path)
 
 
-def _load_stage(model: HybridRecommender, path: Path, markets: Sequence[int], shared: bool) -> None:
+def _load_stage(
+    model: HybridRecommender, path: Path, *, markets: Sequence[int], shared: bool
+) -> None:
     saved = load_file(path)
     with torch.no_grad():
         for name, value in saved.items():
@@ -312,3 +200,94 @@ def _load_stage(model: HybridRecommender, path: Path, markets: Sequence[int], sh
                 target.copy_(value)
             else:
                 target[markets[0]] = value
+
+
+def hybrid_name(model: HybridConfig, cfg: HybridTrainConfig) -> str:
+    """hybrid, plus what is switched off (ablations) or changed in kind."""
+    parts = ["hybrid"]
+    parts += [] if model.neural else ["no-network"]
+    parts += [] if model.global_ease else ["no-shared-ease"]
+    parts += [] if model.market_ease else ["no-market-ease"]
+    parts += [] if cfg.adapt else ["no-adapt"]
+    parts += [] if cfg.loss == "softmax" else [f"{cfg.loss}-{cfg.negatives}"]
+    return "-".join(parts)
+
+
+def load_closed_form(path: Path) -> ClosedForm:
+    """The closed form a run saved (its shared block's size is counted from the index)."""
+    tensors = load_file(path)
+    size = int((tensors["global_index"] >= 0).sum())
+    return ClosedForm(**tensors, global_size=size)
+
+
+def train_hybrid(
+    data_dir: Path, run_dir: Path, *, model_settings: dict[str, Any], cfg: HybridTrainConfig
+) -> list[Result]:
+    """Fit the closed form, pre-train on every market, adapt each market, evaluate."""
+    device = start_run(cfg.threads, cfg.seed, cfg.device)
+    started = time.perf_counter()
+    data = load_interactions(data_dir)
+    split = make_split(data, cfg.split_scheme, cfg.seed)
+    model_cfg = HybridConfig(n_items=data.items.size, n_markets=len(data.markets), **model_settings)
+    name = hybrid_name(model_cfg, cfg)
+    write_config(
+        run_dir,
+        family="hybrid",
+        name=name,
+        data_dir=data_dir,
+        data=data,
+        model=model_cfg,
+        train=cfg,
+    )
+    blocks = Blocks(
+        global_lambda=model_cfg.ease_lambda,
+        market_lambda=model_cfg.market_ease_lambda,
+        global_ease=model_cfg.global_ease,
+        market_ease=model_cfg.market_ease,
+        cooccurrence=Cooccurrence(model_cfg.cooccurrence_days, model_cfg.cooccurrence_floor),
+    )
+    closed_path = run_dir / CLOSED_FORM_FILE
+    if closed_path.is_file():
+        closed = load_closed_form(closed_path)
+    else:
+        closed = fit_closed_form(split, blocks)
+        save_file(closed.tensors(), closed_path)
+    log.info("closed form fitted: %.0f s", time.perf_counter() - started)
+    folds = fold_fits(split, blocks, folds=cfg.folds, seed=cfg.seed)
+    sets = UserSets.build(split, fold=folds.fold, max_history=model_cfg.max_history)
+    valid = [build_eval_set(split, p, "valid", seed=cfg.seed) for p in cfg.valid_protocols]
+    model = HybridRecommender(model_cfg, closed).to(device)
+    stage: dict[str, Any] = {"sets": sets, "folds": folds, "valid": valid, "cfg": cfg}
+    every = list(range(len(data.markets)))
+    stages: dict[str, StageState] = {}
+    stages["pretrain"] = run_hybrid_stage(
+        "pretrain", model, markets=every, stage_dir=run_dir / "pretrained", shared=True, **stage
+    )
+    for m, code in enumerate(data.markets if cfg.adapt else ()):
+        stages[code] = run_hybrid_stage(
+            f"adapt {code}", model, markets=[m], stage_dir=run_dir / "markets" / code,
+            shared=False, **stage,
+        )  # fmt: skip
+    log.info(
+        "trained %d markets (closed form, pre-training, adaptation) in %.0f s",
+        len(data.markets),
+        time.perf_counter() - started,
+    )
+    return finish_run(run_dir, HybridScorer(name, model), split=split, cfg=cfg, stages=stages)
+
+
+def load_hybrid(run_dir: Path, config: dict[str, Any]) -> HybridRecommender:
+    """A finished hybrid run's model: closed form, pre-trained weights, each market's row."""
+    model_cfg = HybridConfig(**config["model"])
+    model = HybridRecommender(model_cfg, load_closed_form(run_dir / CLOSED_FORM_FILE))
+    weights = run_dir / "pretrained" / "best.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{run_dir}: no pre-trained weights (unfinished?)")
+    with torch.no_grad():
+        for name, value in load_file(weights).items():
+            model.get_parameter(name).copy_(value)
+        for m, code in enumerate(config["markets"]):
+            own = run_dir / "markets" / code / "best.safetensors"
+            for name, value in (load_file(own) if own.is_file() else {}).items():
+                model.get_parameter(name)[m] = value
+    return model.eval()

@@ -5,12 +5,12 @@ position embedding. L post-norm encoder layers with padding masked out; the user
 vector is the mean of the outputs at history positions; the score is
 sigmoid(W [user ; candidate output] + b).
 
-Two variants share every weight and differ only in the attention mask:
+Two variants (``Bert4CMRConfig.variant``) share every weight and differ only in the
+attention mask:
 
-- ``paper`` (``history_sees_candidate=True``): the sequence is history + one
-  candidate and every token attends to every other, so the history is re-encoded
-  for each candidate (B x C sequences).
-- ``history-once`` (``False``): history tokens attend to history only, and each of
+- ``paper``: the sequence is history + one candidate and every token attends to
+  every other, so the history is re-encoded for each candidate (B x C sequences).
+- ``history-once``: history tokens attend to history only, and each of
   the C candidates to the history and itself. The history is encoded once per
   user, and a candidate costs O(N), which makes scoring many candidates cheap.
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import cast
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,8 @@ from model_store.vocab import PAD
 # Added to attention scores of forbidden keys; finite so a query with no allowed
 # key (an empty history) gets uniform weights instead of NaN.
 MASKED = -1e9
+
+Variant = Literal["paper", "history-once"]
 
 
 class SelfAttention(nn.Module):
@@ -104,7 +106,7 @@ class EncoderLayer(nn.Module):
         return self._finish(h, h_att), self._finish(c, c_att)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Bert4CMRConfig:
     n_items: int  # embedding rows, padding (index 0) included
     n_markets: int
@@ -114,7 +116,7 @@ class Bert4CMRConfig:
     dropout: float = 0.3
     max_history: int = 50
     market_embedding: bool = True  # False: the paper's ablation without E_mkt
-    history_sees_candidate: bool = True  # the paper's variant; False: history-once
+    variant: Variant = "paper"  # the attention pattern; the weights fit both
 
 
 class Bert4CMR(nn.Module):
@@ -147,7 +149,7 @@ class Bert4CMR(nn.Module):
 
     def forward(self, histories: Tensor, candidates: Tensor, markets: Tensor) -> Tensor:
         """histories (B, N), candidates (B, C), markets (B,) -> logits (B, C)."""
-        if self.config.history_sees_candidate:
+        if self.config.variant == "paper":
             return self._forward_paper(histories, candidates, markets)
         return self._forward_history_once(histories, candidates, markets)
 

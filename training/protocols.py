@@ -29,18 +29,18 @@ PROTOCOLS: tuple[Protocol, ...] = get_args(Protocol)
 N_NEGATIVES = 99
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EvalBatch:
     """One model call's input: users of one market, in the scoring contract's shapes."""
 
     market: int
     rows: slice  # which rows of the EvalSet these are
-    markets: IntArray  # (B,)
     histories: IntArray  # (B, N) oldest first, right-padded with PAD
     candidates: IntArray  # (B, C) column 0 = the positive
+    markets: IntArray  # (B,)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EvalSet:
     """Users with a held-out item in ``split``, grouped by market, and their candidates."""
 
@@ -95,9 +95,9 @@ class EvalSet:
                 yield EvalBatch(
                     market=market,
                     rows=rows,
-                    markets=self.market[rows],
                     histories=pad_rows([self.history(r) for r in range(rows.start, rows.stop)]),
                     candidates=self.candidates(rows),
+                    markets=self.market[rows],
                 )
 
 
@@ -106,7 +106,7 @@ def market_catalogues(split: Split) -> tuple[IntArray, ...]:
     return tuple(split.data.market_items(m) for m in range(len(split.data.markets)))
 
 
-def _sample(rng: np.random.Generator, pool: IntArray, exclude: IntArray, n: int) -> IntArray:
+def _sample(rng: np.random.Generator, pool: IntArray, *, exclude: IntArray, n: int) -> IntArray:
     """n distinct pool items not in ``exclude``, uniformly; PAD-padded if the pool is short."""
     # Draw enough distinct positions that, after dropping excluded items, n remain.
     draw = rng.choice(len(pool), size=min(len(pool), n + len(exclude)), replace=False)
@@ -119,6 +119,7 @@ def build_eval_set(
     split: Split,
     protocol: Protocol,
     split_name: SplitName = "test",
+    *,
     seed: int = 0,
     n_negatives: int = N_NEGATIVES,
 ) -> EvalSet:
@@ -146,7 +147,7 @@ def build_eval_set(
             for row in np.flatnonzero(market == m):
                 user = users[row]
                 exclude = np.concatenate([histories[row], [held_out[user], other[user]]])
-                negatives[row] = _sample(rng, pool, exclude, n_negatives)
+                negatives[row] = _sample(rng, pool, exclude=exclude, n=n_negatives)
     return EvalSet(
         split=split,
         protocol=protocol,

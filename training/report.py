@@ -56,7 +56,7 @@ def report(results: Sequence[Result], markdown: bool = False) -> str:
     """The models side by side per protocol and headline metric, then each model's detail."""
     as_json = [r.to_json() for r in results]
     comparisons = [
-        compare(as_json, split, markdown=markdown).rstrip("\n")
+        compare(as_json, split=split, markdown=markdown).rstrip("\n")
         for split in {r.split for r in results}
     ]
     return "\n\n".join([*comparisons, *(result_table(r, markdown) for r in results)]) + "\n"
@@ -99,6 +99,7 @@ def _cell(values: Sequence[float]) -> str:
 
 def compare(
     results: Sequence[dict[str, Any]],
+    *,
     split: str = "test",
     metrics: Sequence[str] = COMPARE_METRICS,
     markdown: bool = True,

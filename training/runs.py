@@ -7,7 +7,7 @@ commands.txt                the command that started it, then each resume
 <stage folders>             the family's checkpoints, each with stage.json
 metrics/<protocol>-<split>.json   per-market metrics, the evaluation schema
 summary.json                epochs, seconds and speed per stage
-curves.png                  loss and validation metric per epoch, per stage
+curves.png                  loss and validation metric per epoch, per stage (plots.py)
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,16 +23,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from training.config import HybridTrainConfig, TrainConfig, named_variant
 from training.data import Interactions
 from training.evaluate import Result, Scorer, evaluate
-from training.protocols import Protocol, build_eval_set
+from training.plots import plot_curves
+from training.protocols import build_eval_set
 from training.report import write_json
-from training.split import Split, SplitName
+from training.split import Split
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StageState:
     """What an interrupted stage needs to go on, saved after every epoch."""
 
@@ -106,49 +107,33 @@ def write_config(
     }
     path = run_dir / "config.json"
     text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
-    if path.exists() and json.loads(path.read_text()) != json.loads(text):
-        raise ValueError(f"{run_dir} holds a run with other settings; use another --out")
+    if path.exists():
+        recorded = json.loads(path.read_text())
+        recorded["model"] = named_variant(recorded["model"])
+        if recorded != json.loads(text):
+            raise ValueError(f"{run_dir} holds a run with other settings; use another --out")
     path.write_text(text)
     data.items.save(run_dir / "items.json")
-
-
-def plot_curves(run_dir: Path, stages: dict[str, StageState], metric: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(11, 4))
-    for name, state in stages.items():
-        epochs = [p["epoch"] for p in state.curve]
-        ax_loss.plot(epochs, [p["loss"] for p in state.curve], marker=".", label=name)
-        ax_metric.plot(epochs, [p[metric] for p in state.curve], marker=".", label=name)
-    ax_loss.set(xlabel="epoch", ylabel="training loss", title="loss")
-    ax_metric.set(xlabel="epoch", ylabel=f"validation {metric}", title=f"validation {metric}")
-    ax_metric.legend(fontsize="small")
-    fig.tight_layout()
-    path = run_dir / "curves.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 def finish_run(
     run_dir: Path,
     scorer: Scorer,
+    *,
     split: Split,
-    protocols: Sequence[Protocol],
-    split_names: Sequence[SplitName],
+    cfg: TrainConfig | HybridTrainConfig,
     stages: dict[str, StageState],
 ) -> list[Result]:
-    """Evaluate a trained run under each protocol and split, write metrics/ and
-    summary.json (epochs, seconds per stage)."""
+    """Draw the stages' curves, evaluate a trained run under each of ``cfg``'s protocols
+    and splits, write metrics/ and summary.json (epochs, seconds per stage)."""
+    plot_curves(run_dir / "curves.png", {n: s.curve for n, s in stages.items()}, cfg.valid_metric)
     results = []
     (run_dir / "metrics").mkdir(exist_ok=True)
-    for protocol in protocols:
-        for split_name in split_names:
+    for protocol in cfg.eval_protocols:
+        for split_name in cfg.eval_splits:
             start = time.perf_counter()
-            result = evaluate(scorer, build_eval_set(split, protocol, split_name, split.seed))
+            eval_set = build_eval_set(split, protocol, split_name, seed=split.seed)
+            result = evaluate(scorer, eval_set)
             write_json([result], run_dir / "metrics" / f"{protocol}-{split_name}.json")
             log.info(
                 "%s, %s protocol, %s: mean NDCG@10 %.4f (%.0f s)",

@@ -24,7 +24,7 @@ SplitName = Literal["valid", "test"]
 MIN_INTERACTIONS = 3
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Split:
     """Training rows in CSR form per user, plus each user's held-out items.
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SynthConfig:
     markets: tuple[str, ...] = ("aa", "bb", "cc")
     users: tuple[int, ...] = (400, 200, 80)  # per market: one rich, some starved
@@ -38,7 +38,9 @@ class SynthConfig:
             raise ValueError("min_history must be at least 3 so every user can be split")
 
 
-def _choose(rng: np.random.Generator, pool: np.ndarray, weights: np.ndarray, n: int) -> list[int]:
+def _choose(
+    rng: np.random.Generator, pool: np.ndarray, *, weights: np.ndarray, n: int
+) -> list[int]:
     p = weights / weights.sum()
     return [int(i) for i in rng.choice(pool, size=min(n, len(pool)), replace=False, p=p)]
 
@@ -58,9 +60,11 @@ def synthesize(cfg: SynthConfig) -> dict[str, list[tuple[str, str, float, str]]]
             length = cfg.min_history + rng.poisson(cfg.mean_extra_history)
             in_topic = sold[topic[sold] == user_topic]
             n_focus = int(rng.binomial(length, cfg.topic_focus))
-            bought = _choose(rng, in_topic, appeal[in_topic], n_focus)
+            bought = _choose(rng, in_topic, weights=appeal[in_topic], n=n_focus)
             rest = np.setdiff1d(sold, bought)
-            bought += _choose(rng, rest, appeal[rest] * taste[topic[rest]], length - len(bought))
+            bought += _choose(
+                rng, rest, weights=appeal[rest] * taste[topic[rest]], n=length - len(bought)
+            )
             day = date(2015, 1, 1) + timedelta(days=int(rng.integers(0, 1000)))
             for item in rng.permutation(bought):
                 day += timedelta(days=int(rng.integers(1, 30)))

@@ -39,7 +39,7 @@ def test_popularity_counts_training_rows_per_market(synth_split: Split) -> None:
     for m in range(len(synth_split.data.markets)):
         assert pop.counts[m, item] == np.sum((synth_split.train_items == item) & (market == m))
     assert everywhere.counts[0, item] == np.sum(synth_split.train_items == item)
-    scores = pop.score(np.array([0, 1]), np.zeros((2, 1), np.int64), np.array([[item], [item]]))
+    scores = pop.score(np.zeros((2, 1), np.int64), np.array([[item], [item]]), np.array([0, 1]))
     assert scores[:, 0].tolist() == [pop.counts[0, item], pop.counts[1, item]]
 
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import get_args
 
 import pytest
 from typer.testing import CliRunner
 
 from cmr.cli import app
 from training.baselines import BASELINES
-from training.cli import Model, ProtocolName
+from training.cli import Model, ProtocolName, Variant
+from training.model import Variant as ModelVariant
 from training.protocols import PROTOCOLS
 
 runner = CliRunner()
@@ -133,3 +135,4 @@ def test_unknown_choice_is_refused() -> None:
 def test_choices_match_the_library() -> None:
     assert tuple(m.value for m in Model) == BASELINES
     assert tuple(p.value for p in ProtocolName) == PROTOCOLS
+    assert tuple(v.value for v in Variant) == get_args(ModelVariant)

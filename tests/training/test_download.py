@@ -56,13 +56,13 @@ def test_downloads_verifies_and_skips_present_files(
 ) -> None:
     server, files = served
     dest = tmp_path / "data"
-    assert download_xmarket(dest, server.url, files) == {n: "downloaded" for n in files}
+    assert download_xmarket(dest, server.url, files=files) == {n: "downloaded" for n in files}
     assert sorted(p.name for p in dest.iterdir()) == sorted(files)
     fetched = len(server.requests)
-    assert download_xmarket(dest, server.url, files) == {n: "present" for n in files}
+    assert download_xmarket(dest, server.url, files=files) == {n: "present" for n in files}
     assert len(server.requests) == fetched  # nothing fetched again
     (dest / "aa_5core.txt").write_text("corrupted")
-    assert download_xmarket(dest, server.url, files)["aa_5core.txt"] == "replaced"
+    assert download_xmarket(dest, server.url, files=files)["aa_5core.txt"] == "replaced"
     assert hashlib.sha256((dest / "aa_5core.txt").read_bytes()).hexdigest() == files["aa_5core.txt"]
 
 
@@ -72,7 +72,7 @@ def test_checksum_mismatch_leaves_no_file(
     server, _ = served
     wrong = {"aa_5core.txt": "0" * 64}
     with pytest.raises(DownloadError, match="checksum mismatch"):
-        download_xmarket(tmp_path / "data", server.url, wrong)
+        download_xmarket(tmp_path / "data", server.url, files=wrong)
     assert list((tmp_path / "data").iterdir()) == []
 
 
@@ -81,7 +81,7 @@ def test_missing_remote_file_is_a_clear_error(
 ) -> None:
     server, _ = served
     with pytest.raises(DownloadError, match=r"cannot download .*cc_5core\.txt"):
-        download_xmarket(tmp_path / "data", server.url, {"cc_5core.txt": "0" * 64})
+        download_xmarket(tmp_path / "data", server.url, files={"cc_5core.txt": "0" * 64})
 
 
 def test_offline_is_a_clear_error(tmp_path: Path) -> None:
@@ -89,7 +89,7 @@ def test_offline_is_a_clear_error(tmp_path: Path) -> None:
     url = server.url
     server.close()  # nothing listens on that port any more
     with pytest.raises(DownloadError, match="Without internet access"):
-        download_xmarket(tmp_path / "data", url, {"aa_5core.txt": "0" * 64}, timeout=5)
+        download_xmarket(tmp_path / "data", url, files={"aa_5core.txt": "0" * 64}, timeout=5)
 
 
 def test_cli_downloads_the_real_files_from_a_local_mirror(

@@ -55,7 +55,7 @@ def exported(
         d_model=16,
         n_layers=2,
         n_heads=2,
-        history_sees_candidate=request.param == "paper",
+        variant=request.param,
     )
     model = Bert4CMR(config).eval()
     path = tmp_path_factory.mktemp("graph") / f"{request.param}.onnx"
@@ -182,7 +182,7 @@ def test_store_commands(tiny_bert4cmr_run: Path, tiny_run: Path, tmp_path: Path)
     shown = json.loads(cmr("store", "show", "--store", str(store), "fast"))
     # The same weights with the other attention pattern: the run measured no metrics for it.
     assert shown["variant"] == "history-once" and shown["metrics"] == {}
-    assert shown["model"]["history_sees_candidate"] is False
+    assert shown["model"]["variant"] == "history-once"
     bench = cmr("bench", "scoring", "--store", str(store), "--min-seconds", "0", "--threads", "1")
     assert "| 50 | 1000 |" in bench and "history-once / paper" in bench
     assert cmr("store", "promote", "--store", str(store), "fast").strip() == "current: fast"

@@ -9,7 +9,7 @@ from model_store.vocab import PAD
 from training.model import MASKED, Bert4CMR, Bert4CMRConfig
 
 
-def make(history_sees_candidate: bool, **kw: object) -> Bert4CMR:
+def make(paper: bool, **kw: object) -> Bert4CMR:
     torch.manual_seed(0)
     cfg = Bert4CMRConfig(
         n_items=50,
@@ -18,7 +18,7 @@ def make(history_sees_candidate: bool, **kw: object) -> Bert4CMR:
         n_layers=2,
         n_heads=4,
         dropout=0.0,
-        history_sees_candidate=history_sees_candidate,
+        variant="paper" if paper else "history-once",
         **kw,  # type: ignore[arg-type]
     )
     return Bert4CMR(cfg).eval()

@@ -90,7 +90,7 @@ class Recorder:
         self.seen: list[IntArray] = []
         self.rng = np.random.default_rng(seed)
 
-    def score(self, markets: IntArray, histories: IntArray, candidates: IntArray) -> np.ndarray:
+    def score(self, histories: IntArray, candidates: IntArray, markets: IntArray) -> np.ndarray:
         self.seen.append(candidates.copy())
         return self.rng.random(candidates.shape)
 

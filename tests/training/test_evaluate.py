@@ -37,7 +37,7 @@ class Oracle:
 
     name = "oracle"
 
-    def score(self, markets: IntArray, histories: IntArray, candidates: IntArray) -> np.ndarray:
+    def score(self, histories: IntArray, candidates: IntArray, markets: IntArray) -> np.ndarray:
         scores = np.zeros(candidates.shape)
         scores[:, 0] = 1.0
         return scores
@@ -48,7 +48,7 @@ class Constant:
 
     name = "constant"
 
-    def score(self, markets: IntArray, histories: IntArray, candidates: IntArray) -> np.ndarray:
+    def score(self, histories: IntArray, candidates: IntArray, markets: IntArray) -> np.ndarray:
         return np.ones(candidates.shape)
 
 
@@ -77,11 +77,11 @@ def test_evaluate_rejects_bad_scores(synth_split: Split) -> None:
     es = build_eval_set(synth_split, "market", "test", seed=0)
 
     class Broken(Constant):
-        def score(self, markets: IntArray, histories: IntArray, candidates: IntArray) -> np.ndarray:
+        def score(self, histories: IntArray, candidates: IntArray, markets: IntArray) -> np.ndarray:
             return np.full(candidates.shape, np.nan)
 
     class Misshapen(Constant):
-        def score(self, markets: IntArray, histories: IntArray, candidates: IntArray) -> np.ndarray:
+        def score(self, histories: IntArray, candidates: IntArray, markets: IntArray) -> np.ndarray:
             return np.ones((len(candidates), 3))
 
     with pytest.raises(ValueError, match="non-finite"):

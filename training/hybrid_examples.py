@@ -1,0 +1,98 @@
+"""What the hybrid learns from: its users' item sets, the items hidden each epoch, the
+batches, and the losses over the hidden items (training/hybrid_train.py runs them).
+
+Each epoch hides a random ``mask_rate`` of each user's training items; the model
+predicts the hidden ones from the rest, with a softmax over the user's market
+catalogue or a binary cross-entropy against sampled items. A batch holds users of
+one fold and one market, so it is scored by one out-of-fold closed form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from model_store.vocab import PAD
+from training.split import Split
+
+
+@dataclass(frozen=True, kw_only=True)
+class UserSets:
+    """Every training user with at least two items: its most recent items, market, fold."""
+
+    users: torch.Tensor  # (U',)
+    items: torch.Tensor  # (U', L) oldest first, right-padded
+    market: torch.Tensor  # (U',)
+    fold: torch.Tensor  # (U',)
+
+    @classmethod
+    def build(cls, split: Split, *, fold: np.ndarray, max_history: int) -> UserSets:
+        lengths = np.diff(split.train_ptr)
+        users = np.flatnonzero(lengths >= 2)
+        items = np.zeros((len(users), max_history), np.int64)
+        for row, u in enumerate(users):
+            h = split.history(int(u))[-max_history:]
+            items[row, : len(h)] = h
+        return cls(
+            users=torch.from_numpy(users),
+            items=torch.from_numpy(items),
+            market=torch.from_numpy(split.data.user_market[users]),
+            fold=torch.from_numpy(fold[users]),
+        )
+
+
+def hide(rng: torch.Generator, items: torch.Tensor, rate: float) -> torch.Tensor:
+    """(B, L) -> (B, L) bool: the items to hide, about ``rate`` of each row's items,
+    at least one, never all of them."""
+    real = items != PAD
+    hidden = (torch.rand(items.shape, generator=rng) < rate) & real
+    # One random real item per row, to hide where nothing is and to keep where all is.
+    pick = (torch.rand(items.shape, generator=rng) * real).argmax(1, keepdim=True)
+    one = torch.zeros_like(real).scatter_(1, pick, True)
+    hidden |= one & ~hidden.any(1, keepdim=True)
+    hidden &= ~(one & (hidden == real).all(1, keepdim=True))
+    return hidden
+
+
+def user_batches(
+    rng: np.random.Generator, sets: UserSets, rows: np.ndarray, *, batch_size: int
+) -> Iterator[np.ndarray]:
+    """Users of ``rows`` in batches that share a fold and a market, in random order."""
+    keys = sets.fold.numpy()[rows] * 1000 + sets.market.numpy()[rows]
+    chunks = []
+    for key in np.unique(keys):
+        group = rng.permutation(rows[keys == key])
+        chunks += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
+    for i in rng.permutation(len(chunks)):
+        yield chunks[i]
+
+
+def masked_softmax_loss(
+    logits: torch.Tensor, *, allowed: torch.Tensor, items: torch.Tensor, hidden: torch.Tensor
+) -> torch.Tensor:
+    """Mean over hidden items of -log softmax over the ``allowed`` (B, V) items."""
+    log_p = logits.masked_fill(~allowed, float("-inf")).log_softmax(-1)
+    picked = log_p.gather(1, items).masked_fill(~hidden, 0.0)
+    return -picked.sum() / hidden.sum()
+
+
+def sampled_bce_loss(
+    rng: torch.Generator,
+    logits: torch.Tensor,
+    *,
+    allowed: torch.Tensor,
+    items: torch.Tensor,
+    hidden: torch.Tensor,
+    k: int,
+) -> torch.Tensor:
+    """Binary cross-entropy: each hidden item against ``k`` random allowed items."""
+    weights = allowed.float()
+    negatives = torch.multinomial(weights, k * items.shape[1], True, generator=rng)
+    negative_logits = logits.gather(1, negatives).view(*items.shape, k)  # (B, L, k)
+    positive = F.softplus(-logits.gather(1, items))  # (B, L)
+    negative = F.softplus(negative_logits).sum(-1)
+    return ((positive + negative) * hidden).sum() / (hidden.sum() * (1 + k))
