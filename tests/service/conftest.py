@@ -1,42 +1,22 @@
-"""A real redis-server per test session, a copy of the tiny store per test, the app."""
+"""A copy of the tiny store per test, the app (tests/conftest.py starts the redis-server)."""
 
 from __future__ import annotations
 
 import dataclasses
 import shutil
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import redis
 from fastapi import FastAPI
 
 from model_store.manifest import MANIFEST
 from model_store.store import ModelStore, Version
 from service.app import create_app
 from service.settings import Settings
-from tests.processes import RedisProcess, free_port
-
-__all__ = ["free_port"]  # the service tests import it from here
-
-
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A redis-server of its own on a free port, without an append-only file (the later
-    argument wins): these tests need no durability, and fsync on every write is slow."""
-    server = RedisProcess(tmp_path_factory.mktemp("redis"), "--appendonly", "no")
-    server.start()
-    yield server.url
-    server.stop()
-
-
-@pytest.fixture
-def flushed_redis(redis_url: str) -> str:
-    redis.Redis.from_url(redis_url).flushdb()
-    return redis_url
 
 
 def clone_version(

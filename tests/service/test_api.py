@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from benchmarks.processes import free_port
 from model_store.catalogue import load_catalogues
 from model_store.store import ModelStore
 from model_store.vocab import Vocabulary
 from service.batching import BatchingScorer
 from service.guard import RequestGuard
-from service.serve_bench import bench_serve, measurement_table
 from service.settings import Settings
-from tests.service.conftest import KEY, Api, clone_version, free_port, running, settings
+from tests.service.conftest import KEY, Api, clone_version, running, settings
 from training.export import load_run, torch_scores
 
 pytestmark = pytest.mark.anyio
@@ -380,34 +380,3 @@ def test_onnxruntime_threads_split_the_cores_among_scoring_workers(tmp_path: Pat
     assert many.threads_per_call() == 1  # never 0, which would mean "every core" to onnxruntime
     pinned = Settings(store=tmp_path, development=True, scoring_workers=2, intra_threads=3)
     assert pinned.threads_per_call() == 3
-
-
-def test_bench_serve_drives_a_running_service(store: ModelStore, flushed_redis: str) -> None:
-    """`cmr bench serve` end to end on the tiny store: both service runs answer every
-    request, and the ceiling is measured on the same requests, in every round."""
-    rounds = bench_serve(
-        store.root, flushed_redis, clients=4, candidates=50, users=16, seconds=0.5,
-        threads=1, provider="cpu", port=free_port(), rounds=2,
-    )  # fmt: skip
-    assert len(rounds) == 2
-    for results in rounds:
-        assert [r.name for r in results] == [
-            "service, batching on",
-            "service, batching off",
-            "model alone (ceiling)",
-        ]
-        for result in results:
-            assert result.requests > 0 and result.candidates == 50 * result.requests * (
-                1 if result.latencies else 4
-            )
-        assert len(results[0].latencies) == results[0].requests
-    rows = {
-        cells[0]: cells[1:]
-        for line in measurement_table(rounds).splitlines()[2:]
-        for cells in [[c.strip() for c in line.strip("|").split("|")]]
-    }
-    on, ceiling = rows["service, batching on"], rows["model alone (ceiling)"]
-    assert on[:2] == ["2", str(sum(r[0].requests for r in rounds))]
-    assert all(float(ms) > 0 for ms in on[4:])  # p50, p95, p99
-    assert ceiling[:2] == ["2", str(sum(r[2].requests for r in rounds))]
-    assert ceiling[3:] == ["100%", "", "", ""]

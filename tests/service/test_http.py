@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from pydantic import SecretStr
 
+from benchmarks.processes import free_port, running_service
 from model_store.catalogue import load_catalogues
 from model_store.store import ModelStore
 from model_store.vocab import Vocabulary
 from service.batching import BatchingScorer
 from service.guard import RequestGuard
-from service.serve_bench import running_service
-from tests.service.conftest import KEY, Api, free_port, running, settings
+from tests.service.conftest import KEY, Api, running, settings
 
 pytestmark = pytest.mark.anyio
 
