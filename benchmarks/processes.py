@@ -104,12 +104,15 @@ class ManagedProcess:
             self.command, env=self.env, stdout=self._log, stderr=subprocess.STDOUT
         )
         deadline = time.monotonic() + self.ready_s
-        while not self.ready():
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                tail = self.log_text()[-2000:]
-                self.stop()
-                raise NotReady(f"{self.name} did not become ready:\n{tail}")
-            time.sleep(self.poll_s)
+        try:
+            while not self.ready():
+                if self._process.poll() is not None or time.monotonic() > deadline:
+                    tail = self.log_text()[-2000:]
+                    raise NotReady(f"{self.name} did not become ready:\n{tail}")
+                time.sleep(self.poll_s)
+        except BaseException:  # NotReady, an interrupt: nothing outlives a failed start
+            self.stop()
+            raise
 
     def log_text(self) -> str:
         """What the process wrote so far (every start since the last ``stop``)."""
