@@ -1,24 +1,23 @@
 """What a request costs onnxruntime as its call gets wider: the basis of the
 batching scorer's default rows per call on CPU (service/batching.py DEFAULT_ROWS).
 
-Scores the `cmr bench serve` workload (the store's current version, its largest
+Scores the `python -m benchmarks.serve` workload (the store's current version, its largest
 market, 200 candidates per request) in calls of B requests, for several B, with
 one and with two intra-op threads, and prints the candidates scored per second and
 the CPU time per request. Each setting runs for ``--seconds``; the settings run one
 after another in this process.
 
-    .venv/bin/python benchmarks/call_width.py --store runs/store [--seconds 3]
+    .venv/bin/python -m benchmarks.call_width --store runs/store [--seconds 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
+from benchmarks.workload import direct_calls, make_workload, time_direct_calls
 from model_store.store import ModelStore
 from service.loading import load_version
-from service.serve_bench import direct_calls, make_workload, time_calls
 
 WIDTHS = (1, 4, 9, 16, 32, 64)
 
@@ -38,14 +37,11 @@ def main() -> None:
         graph = loaded.markets[workload.market].graph
         for width in WIDTHS:
             calls = direct_calls(loaded, workload, width)
-            graph.score(*calls[0][:3])  # warm-up
-            cpu = time.process_time()
-            run = time_calls(graph, calls, args.seconds, f"width {width}")
-            cpu = time.process_time() - cpu
+            run = time_direct_calls(graph, calls, args.seconds, f"width {width}")
             requests = run.candidates / args.candidates
             print(
                 f"| {threads} | {width} | {width * args.candidates:,} | "
-                f"{run.candidates_per_s:,.0f} | {cpu / requests * 1000:.2f} |"
+                f"{run.candidates_per_s:,.0f} | {run.cpu_seconds / requests * 1000:.2f} |"
             )
 
 

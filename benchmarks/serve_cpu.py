@@ -1,4 +1,4 @@
-"""Where the CPU goes while the service is under the `cmr bench serve` load.
+"""Where the CPU goes while the service is under the `python -m benchmarks.serve` load.
 
 Starts the service (batching on, the store's current version), gives it the bench's
 users, drives it with the bench's clients, and reads from /proc how many cores each
@@ -6,7 +6,7 @@ of its threads, the load generator (this process) and Redis used meanwhile; then
 the batch statistics from the service's own /metrics. This explains the serve
 bench's share of the ceiling: which thread is busy, and how much CPU sits idle.
 
-    .venv/bin/python benchmarks/serve_cpu.py --store runs/store \
+    .venv/bin/python -m benchmarks.serve_cpu --store runs/store \
         --redis-url redis://localhost:6390/0 [--seconds 10]
 """
 
@@ -22,8 +22,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from benchmarks.processes import running_service
+from benchmarks.workload import drive, make_workload, post_histories
 from model_store.store import ModelStore
-from service.serve_bench import _drive, _post_histories, make_workload, running_service
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -65,13 +66,13 @@ def main() -> None:
     redis = redis_pid(urlsplit(args.redis_url).port or 6379)
     with running_service(args.store, args.redis_url, args.port, True, 0, "auto") as service:
         url, pid = service.url, service.pid
-        asyncio.run(_post_histories(url, workload))
-        asyncio.run(_drive(url, workload, args.clients, 2.0, "warm-up"))  # threads exist now
+        asyncio.run(post_histories(url, workload))
+        asyncio.run(drive(url, workload, args.clients, 2.0, "warm-up"))  # threads exist now
         before_threads, before_self = thread_seconds(pid), sum(os.times()[:2])
         before_redis = cpu_seconds(f"/proc/{redis}/stat") if redis else 0.0
         before_metrics = httpx.get(f"{url}/metrics").text
         start = time.perf_counter()
-        run = asyncio.run(_drive(url, workload, args.clients, args.seconds, "measured"))
+        run = asyncio.run(drive(url, workload, args.clients, args.seconds, "measured"))
         wall = time.perf_counter() - start
         after_threads, after_self = thread_seconds(pid), sum(os.times()[:2])
         after_redis = cpu_seconds(f"/proc/{redis}/stat") if redis else 0.0

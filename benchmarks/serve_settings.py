@@ -1,4 +1,4 @@
-"""Service settings side by side under the `cmr bench serve` load, interleaved.
+"""Service settings side by side under the `python -m benchmarks.serve` load, interleaved.
 
 Each setting is a comma-separated list of CMR_* variables for the service process
 ("" is the defaults). In each round every setting runs once (batching as the
@@ -6,7 +6,7 @@ setting says, 32 clients x 200 candidates for ``--seconds``), then the ceiling;
 each run's share is taken against its round's ceiling, and the medians printed.
 Interleaving keeps a drifting, shared machine from favouring one setting.
 
-    .venv/bin/python benchmarks/serve_settings.py --store runs/store \
+    .venv/bin/python -m benchmarks.serve_settings --store runs/store \
         --redis-url redis://localhost:6390/0 "" CMR_MAX_BATCH_ROWS=65536
 """
 
@@ -19,15 +19,16 @@ import os
 import statistics
 from pathlib import Path
 
+from benchmarks.processes import running_service
+from benchmarks.workload import ceiling, drive, make_workload, post_histories
 from model_store.store import ModelStore
-from service.serve_bench import _drive, _post_histories, ceiling, make_workload, running_service
 
 
 def parse(setting: str) -> dict[str, str]:
     pairs = [p.split("=", 1) for p in setting.split(",") if p]
     if any(len(p) != 2 or not p[0].startswith("CMR_") for p in pairs):
         raise SystemExit(f"not CMR_NAME=value[,...]: {setting!r}")
-    return dict(pairs)  # type: ignore[arg-type]
+    return dict(pairs)
 
 
 def main() -> None:
@@ -54,8 +55,8 @@ def main() -> None:
                 with running_service(
                     args.store, args.redis_url, args.port, batching, 0, "cpu"
                 ) as svc:
-                    asyncio.run(_post_histories(svc.url, workload))
-                    run = asyncio.run(_drive(svc.url, workload, 32, args.seconds, "service"))
+                    asyncio.run(post_histories(svc.url, workload))
+                    run = asyncio.run(drive(svc.url, workload, 32, args.seconds, "service"))
             finally:
                 os.environ.clear()
                 os.environ.update(before)

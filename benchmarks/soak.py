@@ -7,7 +7,7 @@ latency and late sends, not as a lower rate. Every ``--interval`` s: the service
 RSS, requests, non-200 replies and latency into OUT/soak.csv; at the end OUT/soak.png
 and OUT/soak.md. The mix: 20% POST /events (1..50 events), 80% recommend requests.
 
-    .venv/bin/python benchmarks/soak.py --store /work/stores/real \
+    .venv/bin/python -m benchmarks.soak --store /work/stores/real \
         --redis-url redis://127.0.0.1:6402/0 --minutes 30 --out docs/results/soak
 """
 
@@ -33,10 +33,11 @@ from typing import TextIO
 
 import numpy as np
 
+from benchmarks.processes import API_KEY, running_service
+from benchmarks.workload import Connection, make_workload, post_histories
 from model_store.catalogue import load_catalogues
 from model_store.store import ModelStore
 from model_store.vocab import Vocabulary
-from service.serve_bench import _Connection, _post_histories, make_workload, running_service
 
 USERS = 500  # per market, given a history; recommend asks for 25% more (who have none)
 EVENT_SHARE = 0.2
@@ -48,11 +49,11 @@ TIMEOUT_S = 30.0  # a reply slower than this counts as none (status 0)
 IDLE_S = 4.0  # uvicorn closes connections idle for 5 s: reopen before, not race it
 
 
-class Client(_Connection):
-    """serve_bench's keep-alive client, sending the API key too (POST /events needs it),
+class Client(Connection):
+    """The workload's keep-alive client, sending the API key too (POST /events needs it),
     and reconnecting after a failure: a soak should outlive a dropped connection."""
 
-    extra_headers = "X-API-Key: bench\r\n"  # the key running_service gives the service
+    extra_headers = f"X-API-Key: {API_KEY}\r\n"
 
     def __init__(self, url: str) -> None:  # connects when first used
         self.url, self.used, self.connected = url, 0.0, False
@@ -65,7 +66,7 @@ class Client(_Connection):
         try:
             async with asyncio.timeout(TIMEOUT_S):
                 if not self.connected:
-                    fresh = await _Connection.open(self.url)
+                    fresh = await Connection.open(self.url)
                     self.reader, self.writer, self.connected = fresh.reader, fresh.writer, True
                 return (await self.post(path, payload))[0]
         except (OSError, EOFError, ValueError, RuntimeError, TimeoutError):
@@ -311,7 +312,7 @@ def main() -> None:
     mix = Mix(store)
     with running_service(args.store, args.redis_url, args.port, provider="auto") as service:
         for seed, market in enumerate(mix.markets):  # USERS users with a history per market
-            asyncio.run(_post_histories(service.url, make_workload(store, market, USERS, 10, seed)))
+            asyncio.run(post_histories(service.url, make_workload(store, market, USERS, 10, seed)))
         asyncio.run(closed_loop(service.url, mix, WARMUP_S))
         start_rss = rss_mb(service.pid)
         print(f"service ready, histories given, warmed up: RSS {start_rss:.1f} MB")

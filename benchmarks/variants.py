@@ -4,7 +4,7 @@ Both run in this one process at the paper's size (d=32, 4 layers, 8 heads) on th
 same batches; the paper variant is reported as a ratio to the history-once one,
 since this machine is shared and absolute times are noisy.
 
-    .venv/bin/python benchmarks/variants.py [DATA_DIR] [--seconds 20]
+    .venv/bin/python -m benchmarks.variants [DATA_DIR] [--seconds 20]
 """
 
 from __future__ import annotations

@@ -1,14 +1,18 @@
-"""Shared fixtures: the real XMarket folder, and small synthetic data sets."""
+"""Shared fixtures: the real XMarket folder, small synthetic data sets, the tiny store and
+a redis-server per test session."""
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from typer.testing import CliRunner
 
+from benchmarks.processes import RedisProcess
 from cmr.cli import app
 from model_store.store import ModelStore, Version
 from training.data import Interactions, load_interactions
@@ -116,3 +120,19 @@ def store(tiny_store: Version, tmp_path: Path) -> ModelStore:
     root = tmp_path / "store"
     shutil.copytree(tiny_store.path.parents[1], root)
     return ModelStore(root)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A redis-server of its own on a free port, without an append-only file (the later
+    argument wins): these tests need no durability, and fsync on every write is slow."""
+    server = RedisProcess(tmp_path_factory.mktemp("redis"), "--appendonly", "no")
+    server.start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def flushed_redis(redis_url: str) -> str:
+    redis.Redis.from_url(redis_url).flushdb()
+    return redis_url

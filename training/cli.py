@@ -1,5 +1,5 @@
 """The training package's commands (``cmr data``, ``evaluate``, ``train``, ``compare``,
-``export``, ``bench scoring``), composed into ``cmr`` by cmr/cli.py.
+``export``), composed into ``cmr`` by cmr/cli.py.
 
 Heavy imports (numpy, scipy, torch) sit inside the commands, so ``cmr --help`` and the
 other packages' commands never load torch.
@@ -25,8 +25,6 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect, fetch or generate interaction data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-bench_app = typer.Typer(help="Speed measurements.", no_args_is_help=True)
-app.add_typer(bench_app, name="bench")
 
 
 # Choices of repeatable options; tests check them against BASELINES and PROTOCOLS.
@@ -46,12 +44,6 @@ class ProtocolName(StrEnum):
 class Variant(StrEnum):
     paper = "paper"
     history_once = "history-once"
-
-
-class ProviderName(StrEnum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 DataDir = Annotated[
@@ -292,56 +284,3 @@ def export_command(
         )
     state = "current" if promote else "not current; `cmr store promote` serves it"
     print(f"published {published.name} ({published.manifest.variant}) in {store}, {state}")
-
-
-@bench_app.command("scoring")
-def bench_scoring_command(
-    store: StoreDir,
-    version: Annotated[
-        list[str] | None, typer.Option(help="Versions to time (default: all). Repeatable.")
-    ] = None,
-    threads: Annotated[
-        int, typer.Option(help="onnxruntime intra-op threads; 0 = one per core.")
-    ] = 0,
-    provider: Annotated[ProviderName, typer.Option(help="Execution provider.")] = ProviderName.auto,
-    min_seconds: Annotated[float, typer.Option(help="Time each case at least this long.")] = 1.0,
-) -> None:
-    """Candidates/s of each version's graph at history 10 and 50 and 100, 1,000 and the
-    largest catalogue's candidates; history-once / paper ratios when both are there."""
-    from model_store.store import ModelStore
-    from service.scoring_bench import bench_scoring, timing_table
-
-    with training_errors():
-        timings = bench_scoring(
-            ModelStore(store), version or (), provider.value, threads, min_seconds
-        )
-    print(timing_table(timings), end="")
-
-
-@bench_app.command("serve")
-def bench_serve_command(
-    store: StoreDir,
-    redis_url: Annotated[str, typer.Option(help="A Redis the bench may write users into.")] = (
-        "redis://localhost:6379/0"
-    ),
-    clients: Annotated[int, typer.Option(help="Concurrent clients.")] = 32,
-    candidates: Annotated[int, typer.Option(help="Candidates per request.")] = 200,
-    seconds: Annotated[float, typer.Option(help="Duration of each run.")] = 10.0,
-    threads: Annotated[
-        int,
-        typer.Option(help="onnxruntime threads per call; 0 = the service's default split."),
-    ] = 0,
-    provider: Annotated[ProviderName, typer.Option(help="Execution provider.")] = ProviderName.auto,
-    port: Annotated[int, typer.Option(help="Port for the service processes.")] = 8765,
-    rounds: Annotated[int, typer.Option(min=1, help="Repeat on / off / ceiling; medians.")] = 3,
-) -> None:
-    """Throughput and p50/p95/p99 latency of the service (store's current version) under
-    concurrent clients, batching on and off, beside the graph called directly."""
-    from service.serve_bench import bench_serve, measurement_table
-
-    with training_errors():
-        results = bench_serve(
-            store, redis_url, clients, candidates, seconds=seconds, threads=threads,
-            provider=provider.value, port=port, rounds=rounds,
-        )  # fmt: skip
-    print(measurement_table(results), end="")

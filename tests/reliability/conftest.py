@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import RedisProcess
+from benchmarks.processes import RedisProcess
 
 FULL = os.environ.get("CMR_RELIABILITY", "short") == "full"
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-KEY = {"X-API-Key": "bench"}  # the key service.serve_bench.running_service sets
+KEY = {"X-API-Key": "bench"}  # the key benchmarks.processes.running_service sets
 
 
 def first_market(url: str) -> str:

@@ -18,11 +18,10 @@ import httpx
 import pytest
 import redis
 
+from benchmarks.processes import RedisProcess, free_port, running_service
 from model_store.store import ModelStore
 from model_store.vocab import Vocabulary
 from service.history import user_tag
-from service.serve_bench import running_service
-from tests.processes import RedisProcess, free_port
 from tests.reliability.conftest import FULL, Report
 from tests.reliability.load import KEY
 

@@ -13,10 +13,9 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
+from benchmarks.processes import RedisProcess, free_port, running_service
 from model_store.store import ModelStore
 from model_store.vocab import Vocabulary
-from service.serve_bench import running_service
-from tests.processes import RedisProcess, free_port
 from tests.reliability.conftest import FULL, Report
 from tests.reliability.load import KEY, Load, first_market
 from tests.service.conftest import clone_version

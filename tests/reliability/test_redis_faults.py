@@ -10,10 +10,9 @@ from collections import defaultdict
 import httpx
 import redis
 
+from benchmarks.processes import RedisProcess, free_port, running_service
 from model_store.store import ModelStore
 from service.history import user_tag
-from service.serve_bench import running_service
-from tests.processes import RedisProcess, free_port
 from tests.reliability.conftest import FULL, Report
 from tests.reliability.load import KEY, Load, first_market
 

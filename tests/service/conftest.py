@@ -1,19 +1,18 @@
 """The app under test: ``api`` on in-memory fakes (tests/service/fakes.py: no Redis, no
-onnxruntime, no torch), ``redis_api`` on a real redis-server (one per test session) and
-a copy of the tiny store's real graphs."""
+onnxruntime, no torch), ``redis_api`` on a real redis-server (tests/conftest.py starts
+one per test session) and a copy of the tiny store's real graphs."""
 
 from __future__ import annotations
 
 import dataclasses
 import shutil
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import redis
 from fastapi import FastAPI
 
 from model_store.manifest import MANIFEST
@@ -23,26 +22,7 @@ from service.graphs import LoadedVersion
 from service.history import HistoryStore
 from service.loading import VersionSource
 from service.settings import Settings
-from tests.processes import RedisProcess, free_port
 from tests.service.fakes import FakeSource, MemoryHistory, fake_version
-
-__all__ = ["free_port"]  # the service tests import it from here
-
-
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A redis-server of its own on a free port, without an append-only file (the later
-    argument wins): these tests need no durability, and fsync on every write is slow."""
-    server = RedisProcess(tmp_path_factory.mktemp("redis"), "--appendonly", "no")
-    server.start()
-    yield server.url
-    server.stop()
-
-
-@pytest.fixture
-def flushed_redis(redis_url: str) -> str:
-    redis.Redis.from_url(redis_url).flushdb()
-    return redis_url
 
 
 def clone_version(

@@ -17,9 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.processes import free_port, running_service
 from model_store.store import ModelStore
-from service.serve_bench import running_service
-from tests.service.conftest import free_port
 
 EXAMPLES = int(os.environ.get("CMR_FUZZ_EXAMPLES", "25"))
 SEED = os.environ.get("CMR_FUZZ_SEED", "0")  # "random": schemathesis picks one, and prints it

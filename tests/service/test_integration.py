@@ -14,14 +14,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from benchmarks.processes import free_port, running_service
 from model_store.catalogue import load_catalogues
 from model_store.store import ModelStore
 from model_store.vocab import Vocabulary
 from service.loading import load_version
 from service.metrics import Metrics
 from service.scorer import BatchingScorer
-from service.serve_bench import running_service
-from tests.processes import free_port
 from tests.service.conftest import KEY, Api, clone_version, events_of, running, settings
 from training.export import PARITY_TOLERANCE, load_run, torch_scores
 

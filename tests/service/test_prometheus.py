@@ -14,7 +14,6 @@ import json
 import math
 import re
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,13 +25,13 @@ import httpx
 import redis
 import yaml
 
+from benchmarks.processes import ManagedProcess, free_port, http_ready, running_service
 from model_store.catalogue import load_catalogues
 from model_store.store import ModelStore
 from model_store.vocab import Vocabulary
 from service.history import user_tag
-from service.serve_bench import running_service
 from tests.conftest import REPO
-from tests.service.conftest import clone_version, free_port
+from tests.service.conftest import clone_version
 
 PROMETHEUS_YML = REPO / "docker/prometheus/prometheus.yml"
 DASHBOARD = REPO / "docker/grafana/dashboards/cmr.json"
@@ -129,38 +128,18 @@ def running_prometheus(target: str, folder: Path) -> Iterator[Prometheus]:
         f"--storage.tsdb.path={folder / 'tsdb'}",
         f"--web.listen-address={url.removeprefix('http://')}",
     ]
-    with (folder / "prometheus.log").open("w+b") as log:
-
-        def log_tail() -> str:
-            log.flush()
-            log.seek(0)
-            return log.read().decode(errors="replace")[-3000:]
-
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    process = ManagedProcess(
+        command, http_ready(f"{url}/-/ready"), name="prometheus", ready_s=20, stop_s=20
+    )
+    with process:
         prometheus = Prometheus(url)
         try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    if prometheus.http.get("/-/ready", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert process.poll() is None, f"prometheus exited:\n{log_tail()}"
-                assert time.monotonic() < deadline, f"prometheus not ready:\n{log_tail()}"
-                time.sleep(0.1)
             yield prometheus
         except BaseException:
-            print(f"prometheus log:\n{log_tail()}")
+            print(f"prometheus log:\n{process.log_text()[-3000:]}")
             raise
         finally:
             prometheus.http.close()
-            process.terminate()
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def grafana_values(dashboard: dict[str, Any], prometheus: Prometheus) -> dict[str, str]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ from cmr.cli import app
 from model_store.catalogue import load_catalogues
 from model_store.store import ModelStore, Version
 from model_store.vocab import PAD
+from tests.conftest import REPO
 from training.export import (
     INPUTS,
     PARITY_TOLERANCE,
@@ -183,7 +186,11 @@ def test_store_commands(tiny_bert4cmr_run: Path, tiny_run: Path, tmp_path: Path)
     # The same weights with the other attention pattern: the run measured no metrics for it.
     assert shown["variant"] == "history-once" and shown["metrics"] == {}
     assert shown["model"]["variant"] == "history-once"
-    bench = cmr("bench", "scoring", "--store", str(store), "--min-seconds", "0", "--threads", "1")
+    scoring = [sys.executable, "-m", "benchmarks.scoring", "--store", str(store)]
+    scoring += ["--min-seconds", "0", "--threads", "1"]
+    done = subprocess.run(scoring, cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    bench = done.stdout
     assert "| 50 | 1000 |" in bench and "history-once / paper" in bench
     assert cmr("store", "promote", "--store", str(store), "fast").strip() == "current: fast"
     assert cmr("store", "rollback", "--store", str(store)).strip() == "current: paper"

@@ -1,14 +1,15 @@
-"""`cmr bench serve` end to end (moving to tests/benchmarks/ with the benchmark)."""
+"""The serve benchmark end to end: the service as a real process, a real redis-server."""
 
 from __future__ import annotations
 
+from benchmarks.processes import free_port
+from benchmarks.serve import bench_serve
+from benchmarks.workload import measurement_table
 from model_store.store import ModelStore
-from service.serve_bench import bench_serve, measurement_table
-from tests.service.conftest import free_port
 
 
 def test_bench_serve_drives_a_running_service(store: ModelStore, flushed_redis: str) -> None:
-    """`cmr bench serve` end to end on the tiny store: both service runs answer every
+    """`python -m benchmarks.serve` end to end on the tiny store: both service runs answer every
     request, and the ceiling is measured on the same requests, in every round."""
     rounds = bench_serve(
         store.root, flushed_redis, clients=4, candidates=50, users=16, seconds=0.5,

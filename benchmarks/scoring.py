@@ -1,21 +1,31 @@
-"""Candidates per second of scoring graphs under onnxruntime, for ``cmr bench scoring``.
+"""Candidates per second of each store version's scoring graph under onnxruntime.
 
-One request is one row: a history of N items and C candidates. Every graph is
-timed on the same inputs in the same process, so the ratio between variants is
-meaningful on a shared, noisy machine even where the absolute figures are not.
+One request is one row: a history of N items (10, 50) and C candidates (100, 1,000
+and the largest market's whole catalogue). Every graph is timed on the same inputs in
+the same process, case by case in turn, so the ratio between variants is meaningful
+on a shared, noisy machine even where the absolute figures are not. Prints a markdown
+table, and the history-once / paper ratios where both variants ran.
+
+    python -m benchmarks.scoring --store runs/store [--version V ...] [--threads 2]
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+import argparse
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
+from typing import get_args
 
 import numpy as np
+import onnxruntime as ort
 
+from benchmarks.workload import time_calls
 from model_store.catalogue import load_catalogues
+from model_store.manifest import StoreError
 from model_store.store import ModelStore
+from model_store.vocab import IntArray
 from service.sessions import Provider, active_provider, make_session
 
 HISTORY_LENGTHS = (10, 50)
@@ -37,13 +47,9 @@ class Timing:
         return self.calls * self.candidates / self.seconds
 
 
-def _time_calls(run: Callable[[], object], min_seconds: float, min_calls: int) -> tuple[int, float]:
-    run()  # warm-up: first-call allocations are not scoring speed
-    calls, start = 0, time.perf_counter()
-    while calls < min_calls or time.perf_counter() - start < min_seconds:
-        run()
-        calls += 1
-    return calls, time.perf_counter() - start
+def run_graph(session: ort.InferenceSession, feed: Mapping[str, IntArray], _call: int) -> object:
+    """One scoring call; ``time_calls`` numbers them, and each is the same."""
+    return session.run(None, feed)
 
 
 def bench_scoring(
@@ -82,17 +88,10 @@ def bench_scoring(
     for n, c, history, candidates in cases:
         feed = {"history": history, "candidates": candidates, "market": market}
         for manifest, session in sessions:
-            calls, seconds = _time_calls(partial(session.run, None, feed), min_seconds, min_calls)
+            timed = time_calls(partial(run_graph, session, feed), min_seconds, min_calls)
+            provider_used = active_provider(session)
             timings.append(
-                Timing(
-                    manifest.version,
-                    manifest.variant,
-                    active_provider(session),
-                    n,
-                    c,
-                    calls,
-                    seconds,
-                )
+                Timing(manifest.version, manifest.variant, provider_used, n, c, *timed[:2])
             )
     return timings
 
@@ -119,3 +118,48 @@ def timing_table(timings: Sequence[Timing]) -> str:
     if ratios:
         lines += ["", "| history | candidates | history-once / paper |", "|---|---|---|", *ratios]
     return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.scoring",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n")[1],
+    )
+    parser.add_argument("--store", type=Path, required=True, help="model store folder")
+    parser.add_argument(
+        "--version",
+        action="append",
+        default=[],
+        help="a version to time (default: every version); repeatable",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="onnxruntime intra-op threads; 0 (default) = one per core",
+    )
+    parser.add_argument(
+        "--provider",
+        choices=get_args(Provider),
+        default="auto",
+        help="execution provider (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--min-seconds",
+        type=float,
+        default=1.0,
+        help="time each case at least this long (default: %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        timings = bench_scoring(
+            ModelStore(args.store), args.version, args.provider, args.threads, args.min_seconds
+        )
+    except (StoreError, FileNotFoundError, ValueError, KeyError) as error:  # bad input
+        parser.exit(2, f"error: {error}\n")
+    print(timing_table(timings), end="")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,35 +1,37 @@
-"""``cmr bench serve``: the service under concurrent clients, against its model-bound ceiling.
+"""The benchmarks' workload and the one way to time it, through the service or not.
 
-In one round: start the service (a ``cmr serve`` process) with batching on, then off;
-give users histories through ``POST /events``; let ``clients`` concurrent clients
-send recommendation requests of ``candidates`` candidates each for ``seconds``; then
-call the same graph directly, in the bench process, on the same requests grouped
-``clients`` at a time: the most the model alone can do. Throughput is candidates
-scored per second; latency percentiles are per request as the clients saw them.
-Rounds repeat the three runs; the table gives each run's median over rounds and its
-share of the ceiling measured in the same round (shared machines drift).
+- ``make_workload``: users with histories from a market's catalogue, each asking to
+  rank candidates; ``post_histories`` gives a running service those histories.
+- ``Connection`` and ``drive``: keep-alive clients sending the workload's recommend
+  requests to the service for a while, each request's latency recorded.
+- ``time_calls``: the one timing loop, for any call; ``direct_calls``,
+  ``time_direct_calls`` and ``ceiling`` use it for the same requests as direct calls
+  of the graph in this process, the most the model alone can do.
+- ``Measurement`` and ``measurement_table``: what one run did, and the runs of several
+  rounds as a markdown table.
+
+    workload = make_workload(store, None, users=256, candidates=200)
+    with running_service(store.root, redis_url, free_port()) as service:
+        asyncio.run(post_histories(service.url, workload))
+        run = asyncio.run(drive(service.url, workload, 32, 10.0, "service"))
+    print(measurement_table([[run, ceiling(store, workload, 32, 10.0, 0, "cpu")]]))
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import os
 import re
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, NamedTuple
+from typing import NamedTuple
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
 
+from benchmarks.processes import API_KEY
 from model_store.catalogue import load_catalogues
 from model_store.store import ModelStore
 from model_store.vocab import IntArray, Vocabulary, pad_rows
@@ -52,27 +54,11 @@ class Workload:
         ]
 
 
-@dataclass(frozen=True)
-class Measurement:
-    name: str
-    requests: int
-    candidates: int
-    seconds: float
-    latencies: Sequence[float]  # seconds, per request; empty for the ceiling
-
-    @property
-    def candidates_per_s(self) -> float:
-        return self.candidates / self.seconds
-
-    def percentile(self, q: float) -> float:
-        return float(np.percentile(self.latencies, q)) * 1000 if len(self.latencies) else 0.0
-
-
 def make_workload(
     store: ModelStore, market: str | None, users: int, candidates: int, seed: int = 0
 ) -> Workload:
-    """Users with 5..50 items of the market's catalogue, each asking to rank
-    ``candidates`` other catalogue items."""
+    """Users with 5..50 items of the market's catalogue (default: the largest market),
+    each asking to rank ``candidates`` other catalogue items."""
     version = store.open()
     catalogues = load_catalogues(version.file(version.manifest.catalogues))
     market = market or max(catalogues, key=lambda m: len(catalogues[m]))
@@ -91,84 +77,33 @@ def make_workload(
     return Workload(market, names, histories, asks)
 
 
-@dataclass
-class RunningService:
-    url: str
-    process: subprocess.Popen[bytes]
-    log: IO[bytes]  # the service's stdout and stderr
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def log_text(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
-
-
-@contextmanager
-def running_service(
-    store: Path,
-    redis_url: str,
-    port: int,
-    batching: bool = True,
-    threads: int = 0,
-    provider: Provider = "cpu",
-    *,
-    env: Mapping[str, str] | None = None,
-    ready_s: float = 120,
-) -> Iterator[RunningService]:
-    """A ``cmr serve`` process, once /readyz says ready; ``env`` adds ``CMR_*`` settings."""
-    full_env = (
-        os.environ
-        | {
-            "CMR_STORE": str(store),
-            "CMR_REDIS_URL": redis_url,
-            "CMR_API_KEY": "bench",
-            "CMR_BATCHING": "true" if batching else "false",
-            "CMR_INTRA_THREADS": str(threads),
-            "CMR_PROVIDER": provider,
-            "CMR_RELOAD_INTERVAL_S": "0",
-        }
-        | dict(env or {})
-    )
-    command = [sys.executable, "-m", "service", "--port", str(port)]
-    # The log goes to a file: a pipe nobody reads would block the service once full.
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, env=full_env, stdout=log, stderr=subprocess.STDOUT)
-        service = RunningService(f"http://127.0.0.1:{port}", process, log)
-        try:
-            deadline = time.monotonic() + ready_s
-            while True:
-                try:
-                    if httpx.get(f"{service.url}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    tail = service.log_text()[-2000:]
-                    raise RuntimeError(f"the service did not become ready:\n{tail}")
-                time.sleep(0.2)
-            yield service
-        finally:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-async def _post_histories(url: str, workload: Workload) -> None:
-    async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": "bench"}) as http:
+async def post_histories(url: str, workload: Workload) -> None:
+    """Give the service at ``url`` (started by ``running_service``) every user's history."""
+    async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": API_KEY}) as http:
         for user, history in zip(workload.users, workload.histories, strict=True):
             events = [{"market": workload.market, "user_id": user, "item_id": i} for i in history]
             reply = await http.post("/events", json={"events": events})
             reply.raise_for_status()
 
 
-class _Connection:
+@dataclass(frozen=True)
+class Measurement:
+    name: str
+    requests: int
+    candidates: int
+    seconds: float
+    latencies: Sequence[float]  # seconds, per request; empty for direct calls
+    cpu_seconds: float = 0.0  # this process's during the run: the load generator's, or the model's
+
+    @property
+    def candidates_per_s(self) -> float:
+        return self.candidates / self.seconds
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies, q)) * 1000 if len(self.latencies) else 0.0
+
+
+class Connection:
     """A minimal HTTP/1.1 keep-alive client: the load generator shares the machine with
     the service, so it should cost the service as little CPU as it can."""
 
@@ -179,11 +114,12 @@ class _Connection:
         self.writer = writer
 
     @classmethod
-    async def open(cls, url: str) -> _Connection:
-        parsed = httpx.URL(url)
-        return cls(*await asyncio.open_connection(parsed.host, parsed.port))
+    async def open(cls, url: str) -> Connection:
+        parsed = urlsplit(url)
+        return cls(*await asyncio.open_connection(parsed.hostname, parsed.port))
 
     async def post(self, path: str, payload: bytes) -> tuple[int, bytes]:
+        """The reply's status and body."""
         head = (
             f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
             f"{self.extra_headers}Content-Length: {len(payload)}\r\n\r\n"
@@ -201,24 +137,26 @@ class _Connection:
         self.writer.close()
 
 
-async def _drive(
+async def drive(
     url: str, workload: Workload, clients: int, seconds: float, name: str
 ) -> Measurement:
+    """``clients`` connections, each sending the workload's recommend requests one after
+    another for ``seconds`` (after one untimed request each); any reply but 200 raises."""
     payloads = [json.dumps(body).encode() for body in workload.bodies()]
     sizes = [len(c) for c in workload.candidates]
     latencies: list[float] = []
     scored = 0
     path = f"/markets/{workload.market}/recommend"
-    connections = [await _Connection.open(url) for _ in range(clients)]
+    connections = [await Connection.open(url) for _ in range(clients)]
     try:
         for i, connection in enumerate(connections):  # warm-up
             status, body = await connection.post(path, payloads[i % len(payloads)])
             if status != 200:
                 raise RuntimeError(f"{path}: {status} {body[:300]!r}")
         stop = time.perf_counter() + seconds
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
 
-        async def client(offset: int, connection: _Connection) -> None:
+        async def client(offset: int, connection: Connection) -> None:
             nonlocal scored
             i = offset
             while time.perf_counter() < stop:
@@ -231,11 +169,29 @@ async def _drive(
                 i += clients
 
         await asyncio.gather(*(client(c, conn) for c, conn in enumerate(connections)))
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     finally:
         for connection in connections:
             connection.close()
-    return Measurement(name, len(latencies), scored, elapsed, latencies)
+    return Measurement(name, len(latencies), scored, elapsed, latencies, cpu)
+
+
+class Timed(NamedTuple):
+    calls: int
+    seconds: float
+    cpu_seconds: float  # this process's, every thread's, user and system
+
+
+def time_calls(call: Callable[[int], object], min_seconds: float, min_calls: int = 1) -> Timed:
+    """Call ``call(0)``, ``call(1)``, ... until at least ``min_calls`` calls and
+    ``min_seconds`` have passed, after one untimed ``call(0)``: first-call allocations
+    are not scoring speed."""
+    call(0)
+    made, cpu, start = 0, time.process_time(), time.perf_counter()
+    while made < min_calls or time.perf_counter() - start < min_seconds:
+        call(made)
+        made += 1
+    return Timed(made, time.perf_counter() - start, time.process_time() - cpu)
 
 
 class Call(NamedTuple):
@@ -266,16 +222,18 @@ def direct_calls(loaded: LoadedVersion, workload: Workload, width: int) -> list[
     return calls
 
 
-def time_calls(graph: Graph, calls: Sequence[Call], seconds: float, name: str) -> Measurement:
+def time_direct_calls(
+    graph: Graph, calls: Sequence[Call], seconds: float, name: str
+) -> Measurement:
     """``calls`` in turn for ``seconds``; the measurement's requests are the calls made."""
-    scored, made = 0, 0
-    began = time.perf_counter()
-    while time.perf_counter() - began < seconds:
-        call = calls[made % len(calls)]
-        graph.score(call.history, call.candidates, call.market)
-        scored += call.scored
-        made += 1
-    return Measurement(name, made, scored, time.perf_counter() - began, [])
+
+    def score(i: int) -> None:
+        one = calls[i % len(calls)]
+        graph.score(one.history, one.candidates, one.market)
+
+    timed = time_calls(score, seconds)
+    scored = sum(calls[i % len(calls)].scored for i in range(timed.calls))
+    return Measurement(name, timed.calls, scored, timed.seconds, [], timed.cpu_seconds)
 
 
 def ceiling(
@@ -286,43 +244,13 @@ def ceiling(
     loaded = load_version(store, None, provider=provider, intra_threads=threads, inter_threads=1)
     graph = loaded.markets[workload.market].graph
     calls = direct_calls(loaded, workload, clients)
-    graph.score(*calls[0][:3])  # warm-up
-    return time_calls(graph, calls, seconds, "model alone (ceiling)")
-
-
-def bench_serve(
-    store_root: Path,
-    redis_url: str,
-    clients: int = 32,
-    candidates: int = 200,
-    users: int = 256,
-    seconds: float = 10.0,
-    threads: int = 0,
-    provider: Provider = "auto",
-    port: int = 8765,
-    market: str | None = None,
-    rounds: int = 1,
-) -> list[list[Measurement]]:
-    """``rounds`` lists of [batching on, batching off, ceiling]."""
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
-    store = ModelStore(store_root)
-    workload = make_workload(store, market, users, candidates)
-    results = []
-    for _ in range(rounds):
-        one = []
-        for batching in (True, False):
-            with running_service(store_root, redis_url, port, batching, threads, provider) as svc:
-                asyncio.run(_post_histories(svc.url, workload))
-                name = f"service, batching {'on' if batching else 'off'}"
-                one.append(asyncio.run(_drive(svc.url, workload, clients, seconds, name)))
-        one.append(ceiling(store, workload, clients, seconds, threads, provider))
-        results.append(one)
-    return results
+    return time_direct_calls(graph, calls, seconds, "model alone (ceiling)")
 
 
 def measurement_table(rounds: Sequence[Sequence[Measurement]]) -> str:
-    """One row per run: medians over rounds, each round's share of its own ceiling,
-    latency percentiles over every request of every round."""
+    """One row per run (the last of each round is its ceiling): medians over rounds,
+    each round's share of its own ceiling, latency percentiles over every request of
+    every round."""
     lines = [
         "| run | rounds | requests | candidates/s | of ceiling | p50 ms | p95 ms | p99 ms |",
         "|---|---|---|---|---|---|---|---|",

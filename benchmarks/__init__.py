@@ -1,0 +1,11 @@
+"""Measurements of the project's speed, kept apart from the packages they measure
+(none of them ships in an image). Run each from the repository root with the
+project's environment: ``.venv/bin/python -m benchmarks.<name> --help``.
+
+- ``workload``: the shared workload, keep-alive client, timing loop and table;
+- ``processes``: the service and redis-server as real processes (the tests use them);
+- ``scoring``: candidates/s of each store version's graph (history-once / paper);
+- ``serve``: the service under concurrent clients against the model-bound ceiling;
+- ``serve_cpu``, ``serve_settings``, ``call_width``, ``soak``, ``variants``: the
+  measurements behind docs/benchmarks.md and docs/reliability.md.
+"""
