@@ -21,10 +21,10 @@ from service.errors import InternalError, VersionRefused, documented, handlers
 from service.history import HistoryStore, RedisHistory
 from service.loading import StoreSource, VersionSource
 from service.metrics import Metrics
-from service.middleware import RequestGuard, RequestMetrics
+from service.middleware import FastRoutes, RequestGuard, RequestMetrics
 from service.openapi import served_openapi
 from service.reloader import Reloader
-from service.routes import ROUTERS
+from service.routes import FAST_ROUTES, ROUTERS
 from service.scorer import BatchingScorer
 from service.settings import Settings
 
@@ -94,6 +94,7 @@ def create_app(
         app.include_router(router)
 
     # The last added is the outermost: metrics see every reply, the guard's too.
+    app.add_middleware(FastRoutes, routes=FAST_ROUTES)
     app.add_middleware(
         RequestGuard,
         limit=settings.max_body_bytes,

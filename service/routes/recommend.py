@@ -4,11 +4,12 @@ The path of a request: this route -> the user's history (service/history.py) -> 
 batching scorer (service/scorer.py) -> the market's graph (service/graphs.py).
 
 Under load the event loop is the scarce resource beside onnxruntime, and FastAPI's
-request machinery (dependencies, body validation, response serialization) costs
-more per request than this route's own work (docs/benchmarks.md). So the route is an
-ordinary FastAPI route, documented by FastAPI from its signature, answered by a
-``JSONBodyRoute``: pydantic validates the body from its bytes in one step and the
-endpoint's plain dict is written as JSON, without the dependency and response passes.
+request machinery (router, exception layers, dependencies, body validation, response
+serialization) costs more per request than this route's own work
+(docs/benchmarks.md). So the route is an ordinary FastAPI route, documented by
+FastAPI from its signature, of the class ``JSONBodyRoute``: pydantic validates the
+body from its bytes in one step and the endpoint's plain dict is written as JSON;
+the app answers it ahead of the router (``FastRoutes``, service/middleware.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Coroutine
+from functools import cached_property
 from typing import Any, get_type_hints
 
 import numpy as np
@@ -35,6 +37,7 @@ from service.errors import (
     ServiceError,
     UnknownMarket,
     documented,
+    error_response,
     validation_detail,
 )
 from service.schemas import RecommendIn, RecommendOut
@@ -44,32 +47,35 @@ log = logging.getLogger(__name__)
 
 class JSONBodyRoute(APIRoute):
     """A route whose endpoint takes its path parameters, ``body`` (a pydantic model)
-    and ``resources``, and returns plain JSON values; its errors go to the app's
-    handlers like every route's."""
+    and ``resources``, and returns plain JSON values. ``respond`` answers a request,
+    its errors included; the app's ``FastRoutes`` layer (service/middleware.py) calls
+    it ahead of FastAPI's router, and the router would call it the same way."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        endpoint = self.endpoint
-        model: type[BaseModel] = get_type_hints(endpoint)["body"]
+        return self.respond
 
-        async def handle(request: Request) -> Response:
-            try:
-                body = model.model_validate_json(await request.body())
-            except ValidationError as e:
-                raise InvalidRequest(detail=validation_detail(e.errors(), ("body",))) from e
-            try:
-                reply = await endpoint(
-                    **request.path_params, body=body, resources=resources_of(request)
-                )
-            except ServiceError:
-                raise
-            except Exception as e:  # a bug: a logged JSON 500, as the app's handler gives
-                log.exception("%s %s failed", request.method, request.url.path)
-                raise InternalError() from e
-            # JSON has no NaN: a non-finite number fails here rather than reach a client.
-            content = json.dumps(reply, allow_nan=False).encode()
-            return Response(content, media_type="application/json")
+    @cached_property
+    def body_model(self) -> type[BaseModel]:
+        model: type[BaseModel] = get_type_hints(self.endpoint)["body"]
+        return model
 
-        return handle
+    async def respond(self, request: Request) -> Response:
+        resources = resources_of(request)
+        try:
+            body = self.body_model.model_validate_json(await request.body())
+        except ValidationError as e:
+            invalid = InvalidRequest(detail=validation_detail(e.errors(), ("body",)))
+            return error_response(invalid, resources.metrics)
+        try:
+            reply = await self.endpoint(**request.path_params, body=body, resources=resources)
+        except ServiceError as e:
+            return error_response(e, resources.metrics)
+        except Exception:  # a bug: a logged JSON 500, as the app's handler gives
+            log.exception("%s %s failed", request.method, request.url.path)
+            return error_response(InternalError(), resources.metrics)
+        # JSON has no NaN: a non-finite number fails here rather than reach a client.
+        content = json.dumps(reply, allow_nan=False).encode()
+        return Response(content, media_type="application/json")
 
 
 router = APIRouter(route_class=JSONBodyRoute)
