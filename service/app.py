@@ -1,7 +1,7 @@
 """The app: ``create_app(settings)`` builds it; its lifespan makes the resources.
 
 Routes are in service/routes/<resource>.py, the resources they share and their
-dependencies in service/deps.py, the request metrics and guard in
+dependencies in service/deps.py, the request metrics, the guard and the fast path in
 service/middleware.py, every failure, its reply and the handlers in service/errors.py.
 """
 
