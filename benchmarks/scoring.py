@@ -80,7 +80,9 @@ def bench_scoring(
     for version in opened:
         manifest = version.manifest
         graph = manifest.pretrained or next(iter(manifest.graphs.values()))
-        sessions.append((manifest, make_session(version.file(graph), provider, threads)))
+        sessions.append(
+            (manifest, make_session(version.file(graph), provider=provider, intra_threads=threads))
+        )
     market = np.zeros(1, dtype=np.int64)
     timings = []
     # Case by case, every graph in turn: a slow spell of a shared machine then hits

@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=.venv-serve
 [ -x $venv/bin/python ] || python3 -m venv $venv
+rm -rf build  # setuptools' build folder would carry modules deleted since into the wheel
 echo "== installing .[serve] (and pytest) into $venv"
 $venv/bin/python -m pip install --quiet --disable-pip-version-check ".[serve]" \
     "pytest>=8.0" "pytest-timeout>=2.3" "httpx>=0.27" \

@@ -92,7 +92,12 @@ def load_version(
         name, own = manifest.graph_for(code)
         if name not in graphs:
             check_weights(opened.file(name), f"version {manifest.version}: {name}")
-            session = make_session(opened.file(name), provider, intra_threads, inter_threads)
+            session = make_session(
+                opened.file(name),
+                provider=provider,
+                intra_threads=intra_threads,
+                inter_threads=inter_threads,
+            )
             graphs[name] = OnnxGraph(name, session, active_provider(session))
         if code not in catalogues:
             raise StoreError(f"version {manifest.version}: no catalogue for market {code!r}")

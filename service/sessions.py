@@ -22,7 +22,7 @@ def nvidia_driver_present() -> bool:
 
 
 def make_session(
-    path: Path, provider: Provider = "auto", intra_threads: int = 0, inter_threads: int = 1
+    path: Path, *, provider: Provider = "auto", intra_threads: int = 0, inter_threads: int = 1
 ) -> ort.InferenceSession:
     """A session for one graph; ``intra_threads`` 0 lets onnxruntime pick (one per core)."""
     options = ort.SessionOptions()
