@@ -15,6 +15,8 @@ from model_store.vocab import PAD
 from training.baselines import evaluate_baselines
 from training.candidate_file import (
     AMBIGUOUS_USER,
+    HELD_OUT_IN_HISTORY,
+    NO_CANDIDATES,
     NO_HELD_OUT,
     UNKNOWN_CANDIDATE,
     UNKNOWN_HELD_OUT,
@@ -161,3 +163,32 @@ def test_the_cli_evaluates_a_candidates_file(
     result = CliRunner().invoke(app, [*args, "--held-out", str(held_out)])
     assert result.exit_code == 2
     assert "no usable row" in result.output and "Traceback" not in result.output
+
+
+def test_a_history_item_or_a_lone_held_out_item_is_skipped(
+    synth_split: Split, market_set: EvalSet, tmp_path: Path
+) -> None:
+    candidates, held_out = write_files(market_set, tmp_path)
+    first, second = read_candidates(candidates)[:2]
+    targets = read_held_out(held_out)
+    user = market_set.users[0]  # the first row of the file is the set's first row
+    targets[first.user] = synth_split.data.items.item(int(market_set.history(0)[0]))
+    lone = CandidateRow(line=2, user=second.user, items=(targets[second.user],))
+    assert synth_split.data.user_ids[user] == first.user
+    with pytest.raises(ValueError, match="no usable row") as refused:
+        eval_set_from_candidates(synth_split, [first, lone], targets)
+    assert f"1 {HELD_OUT_IN_HISTORY}" in str(refused.value)
+    assert f"1 {NO_CANDIDATES}" in str(refused.value)
+
+
+def test_the_cli_refuses_bad_files_with_file_and_line(synth_dir: Path, tmp_path: Path) -> None:
+    candidates, held_out = tmp_path / "c.tsv", tmp_path / "h.tsv"
+    candidates.write_text("U0_00001\tI00001\nU0_00002\n")
+    held_out.write_text("U0_00001\tI00002\n")
+    args = ["evaluate", "--data", str(synth_dir), "--candidates", str(candidates)]
+    result = CliRunner().invoke(app, [*args, "--held-out", str(held_out)])
+    assert result.exit_code == 2
+    assert f"{candidates}:2: expected 2 tab-separated columns, found 1" in result.output
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert "--candidates and --held-out go together" in result.output
