@@ -203,27 +203,33 @@ def evaluate_baselines(
     split_name: SplitName = "test",
     seed: int = 0,
     grid: Sequence[float] = LAMBDA_GRID,
+    targets: Sequence[EvalSet] | None = None,
 ) -> list[Result]:
     """Fit each baseline on the training split and evaluate it under each protocol.
 
     Every model sees the same candidates (one EvalSet per protocol); EASE^R's
-    lambda is chosen per protocol on the validation split.
+    lambda is chosen per protocol on the validation split. ``targets``, one per
+    protocol, replace the protocols' own sets (a candidates file): the protocol
+    then only picks the validation candidates that choose the lambda.
     """
     unknown = set(models) - set(BASELINES)
     if unknown:
         raise ValueError(f"unknown model {sorted(unknown)}; choose from {', '.join(BASELINES)}")
-    targets = {p: build_eval_set(split, p, split_name, seed=seed) for p in protocols}
+    if targets is None:
+        targets = [build_eval_set(split, p, split_name, seed=seed) for p in protocols]
+    if len(targets) != len(protocols):
+        raise ValueError(f"{len(targets)} evaluation sets for {len(protocols)} protocols")
     results: list[Result] = []
     for name in models:
         start = time.perf_counter()
         if name in ("popularity", "global-popularity"):
             scorer = Popularity.fit(split, per_market=name == "popularity")
-            results += [evaluate(scorer, targets[p]) for p in protocols]
+            results += [evaluate(scorer, target) for target in targets]
         else:
             valid_sets = [build_eval_set(split, p, "valid", seed=seed) for p in protocols]
             tuned = tune_ease(split, valid_sets, per_market=name == "ease-per-market", grid=grid)
-            for p, model in zip(protocols, tuned, strict=True):
-                result = evaluate(model, targets[p])
+            for target, model in zip(targets, tuned, strict=True):
+                result = evaluate(model, target)
                 results.append(replace(result, params=model.params(split.data.markets)))
         log.info("%s: fitted and evaluated in %.1f s", name, time.perf_counter() - start)
     return results

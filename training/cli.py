@@ -167,20 +167,58 @@ def evaluate_command(
         Path | None, typer.Option("--json", help="Write results: an object, or a list if several.")
     ] = None,
     markdown: Annotated[Path | None, typer.Option(help="Write the tables as markdown.")] = None,
+    candidates: Annotated[
+        Path | None,
+        typer.Option(
+            help="Rank among these candidates instead: tab-separated <user id>, <item id,...> "
+            "rows; needs --held-out. Ids are the market files' raw ids; a user id is looked "
+            "up in every market and must name one user (or give --market). Rows with unknown "
+            "users or items are skipped and counted. --protocol (one) then names the "
+            "validation candidates that choose EASE^R's lambda."
+        ),
+    ] = None,
+    held_out: Annotated[
+        Path | None,
+        typer.Option(help="With --candidates: tab-separated <user id>, <item id> to rank."),
+    ] = None,
+    market: Annotated[
+        str | None,
+        typer.Option(help="With --candidates: look user ids up in this market only."),
+    ] = None,
 ) -> None:
     """Rank each user's held-out item among candidates; print per-market metrics.
 
     EASE^R's lambda is chosen on the validation split, per protocol.
     """
     from training.baselines import LAMBDA_GRID, evaluate_baselines
+    from training.candidate_file import describe_skipped, load_candidate_set
     from training.data import load_interactions
     from training.report import report, write_json
     from training.split import make_split
 
     with training_errors():
+        if (candidates is None) != (held_out is None):
+            raise ValueError("--candidates and --held-out go together")
+        if candidates is None and market is not None:
+            raise ValueError("--market only applies with --candidates")
+        if candidates is not None and len(protocol or []) > 1:
+            raise ValueError("with --candidates, give at most one --protocol")
         grid = tuple(float(x) for x in lambdas.split(",")) if lambdas else LAMBDA_GRID
         interactions = load_interactions(data, duplicates=duplicates, k_core=k_core)
         data_split = make_split(interactions, split_scheme, seed)
+        targets = None
+        if candidates is not None and held_out is not None:
+            target, skipped = load_candidate_set(
+                data_split,
+                candidates=candidates,
+                held_out=held_out,
+                split_name=split,
+                market=market,
+                seed=seed,
+            )
+            if skipped:
+                print(describe_skipped(skipped))
+            targets = [target]
         results = evaluate_baselines(
             data_split,
             [m.value for m in model or [Model.popularity]],
@@ -188,6 +226,7 @@ def evaluate_command(
             split_name=split,
             seed=seed,
             grid=grid,
+            targets=targets,
         )
     print(report(results))
     if json_path:

@@ -4,6 +4,7 @@
   market's items); the Bert4CMR paper's protocol.
 - ``market``: the same, but negatives come from the items sold in the user's market.
 - ``full``: the whole market catalogue.
+- ``file``: candidates read from a file (training/candidate_file.py), taken as given.
 
 No candidate but the positive is an item the user interacted with: not its
 history, nor its other held-out item (ranking the validation item hides the test
@@ -15,7 +16,7 @@ small for all negatives, or, under ``full``, an item the user has).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -26,6 +27,8 @@ from training.split import Split, SplitName
 
 Protocol = Literal["paper", "market", "full"]
 PROTOCOLS: tuple[Protocol, ...] = get_args(Protocol)
+# What an EvalSet was built by: a protocol above, or a candidates file.
+SetProtocol = Protocol | Literal["file"]
 N_NEGATIVES = 99
 
 
@@ -45,7 +48,7 @@ class EvalSet:
     """Users with a held-out item in ``split``, grouped by market, and their candidates."""
 
     split: Split
-    protocol: Protocol
+    protocol: SetProtocol
     split_name: SplitName
     seed: int
     users: IntArray  # (B,) sorted by market
@@ -54,7 +57,7 @@ class EvalSet:
     history_ptr: IntArray  # (B + 1,) CSR into history_items
     history_items: IntArray
     other_held_out: IntArray  # (B,) the user's other held-out item: never a candidate
-    negatives: IntArray  # (B, n_negatives), PAD-padded; (B, 0) under `full`
+    negatives: IntArray  # (B, n_negatives), PAD-padded; (B, 0) under `full`; the file's rest
     catalogues: tuple[IntArray, ...]  # per market: sorted item indices sold there
 
     @property
@@ -106,6 +109,14 @@ def market_catalogues(split: Split) -> tuple[IntArray, ...]:
     return tuple(split.data.market_items(m) for m in range(len(split.data.markets)))
 
 
+def stack_histories(histories: Sequence[IntArray]) -> tuple[IntArray, IntArray]:
+    """CSR form of per-row histories: (B + 1,) pointers and the items end to end."""
+    ptr = np.zeros(len(histories) + 1, np.int64)
+    ptr[1:] = np.cumsum([len(h) for h in histories])
+    items = np.concatenate(histories) if len(histories) else np.zeros(0, np.int64)
+    return ptr, items.astype(np.int64)
+
+
 def _sample(rng: np.random.Generator, pool: IntArray, *, exclude: IntArray, n: int) -> IntArray:
     """n distinct pool items not in ``exclude``, uniformly; PAD-padded if the pool is short."""
     # Draw enough distinct positions that, after dropping excluded items, n remain.
@@ -133,8 +144,6 @@ def build_eval_set(
     users = users[np.argsort(data.user_market[users], kind="stable")]
     market = data.user_market[users]
     histories = [split.eval_history(int(u), split_name) for u in users]
-    history_ptr = np.zeros(len(users) + 1, np.int64)
-    history_ptr[1:] = np.cumsum([len(h) for h in histories])
     catalogues = market_catalogues(split)
     global_pool = np.arange(1, data.items.size, dtype=np.int64)
     width = 0 if protocol == "full" else n_negatives
@@ -148,6 +157,7 @@ def build_eval_set(
                 user = users[row]
                 exclude = np.concatenate([histories[row], [held_out[user], other[user]]])
                 negatives[row] = _sample(rng, pool, exclude=exclude, n=n_negatives)
+    history_ptr, history_items = stack_histories(histories)
     return EvalSet(
         split=split,
         protocol=protocol,
@@ -157,7 +167,7 @@ def build_eval_set(
         market=market,
         positive=held_out[users],
         history_ptr=history_ptr,
-        history_items=np.concatenate(histories) if histories else np.zeros(0, np.int64),
+        history_items=history_items,
         other_held_out=other[users],
         negatives=negatives,
         catalogues=catalogues,
