@@ -5,6 +5,8 @@
 - ``ease``: EASE^R fitted on every market's training users at once, one lambda.
 - ``ease-per-market``: one EASE^R per market on that market alone, lambda per market;
   against ``ease`` it shows what the other markets' data adds.
+- ``nmf`` and ``forec``: the XMarket paper's single-market NeuMF and FOREC
+  (training/forec.py), trained with torch for a fixed number of epochs.
 
 EASE^R's closed form: P = (X^T X + lambda I)^-1, B = I - P diag(1/diag(P)), so
 B_ij = -P_ij / P_jj with a zero diagonal; a user's scores are x_u B.
@@ -16,7 +18,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -28,10 +30,13 @@ from training.evaluate import Result, evaluate
 from training.protocols import EvalSet, Protocol, build_eval_set
 from training.split import Split, SplitName
 
+if TYPE_CHECKING:
+    from training.forec import NeuMFTraining
+
 log = logging.getLogger(__name__)
 
 LAMBDA_GRID = (2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0)
-BASELINES = ("popularity", "global-popularity", "ease", "ease-per-market")
+BASELINES = ("popularity", "global-popularity", "ease", "ease-per-market", "nmf", "forec")
 FloatArray = NDArray[np.float32]
 
 
@@ -204,13 +209,16 @@ def evaluate_baselines(
     seed: int = 0,
     grid: Sequence[float] = LAMBDA_GRID,
     targets: Sequence[EvalSet] | None = None,
+    neural: NeuMFTraining | None = None,
 ) -> list[Result]:
     """Fit each baseline on the training split and evaluate it under each protocol.
 
     Every model sees the same candidates (one EvalSet per protocol); EASE^R's
     lambda is chosen per protocol on the validation split. ``targets``, one per
     protocol, replace the protocols' own sets (a candidates file): the protocol
-    then only picks the validation candidates that choose the lambda.
+    then only picks the validation candidates that choose the lambda. ``neural`` sets
+    how ``nmf`` and ``forec`` train (default: NeuMFTraining's), seeded by ``seed``;
+    they are fitted once and evaluated under every protocol.
     """
     unknown = set(models) - set(BASELINES)
     if unknown:
@@ -225,6 +233,13 @@ def evaluate_baselines(
         if name in ("popularity", "global-popularity"):
             scorer = Popularity.fit(split, per_market=name == "popularity")
             results += [evaluate(scorer, target) for target in targets]
+        elif name in ("nmf", "forec"):
+            from training.forec import NeuMFTraining, fit_forec, fit_nmf
+
+            cfg = replace(neural or NeuMFTraining(), seed=seed)
+            neumf = fit_nmf(split, cfg) if name == "nmf" else fit_forec(split, cfg)
+            for target in targets:
+                results.append(replace(evaluate(neumf, target), params=neumf.params))
         else:
             valid_sets = [build_eval_set(split, p, "valid", seed=seed) for p in protocols]
             tuned = tune_ease(split, valid_sets, per_market=name == "ease-per-market", grid=grid)

@@ -12,11 +12,14 @@ import shlex
 from contextlib import AbstractContextManager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
 from model_store.cli import StoreDir, user_errors
+
+if TYPE_CHECKING:
+    from training.forec import NeuMFTraining
 
 app = typer.Typer(
     help="Data, baselines, training, evaluation and export.",
@@ -33,6 +36,8 @@ class Model(StrEnum):
     global_popularity = "global-popularity"
     ease = "ease"
     ease_per_market = "ease-per-market"
+    nmf = "nmf"
+    forec = "forec"
 
 
 class ProtocolName(StrEnum):
@@ -57,6 +62,15 @@ def training_errors() -> AbstractContextManager[None]:
     from training.market_files import DataFormatError
 
     return user_errors(DataFormatError, DownloadError, ValueError, KeyError)
+
+
+def neural_training(epochs: int | None) -> NeuMFTraining | None:
+    """nmf's and forec's training settings with ``--epochs`` applied, if given."""
+    if epochs is None:
+        return None  # and torch stays unloaded for the baselines
+    from training.forec import NeuMFTraining
+
+    return NeuMFTraining(epochs=epochs, finetune_epochs=max(1, epochs // 2))
 
 
 @data_app.command("stats")
@@ -156,6 +170,14 @@ def evaluate_command(
             "[default: 2,5,10,25,...,3200]"
         ),
     ] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Training epochs of nmf and of forec's pre-training (forec fine-tunes "
+            "half as many). [default: 20]",
+        ),
+    ] = None,
     duplicates: Annotated[
         Literal["first", "last"],
         typer.Option(help="Which row of a repeated (user, item) pair to keep."),
@@ -227,6 +249,7 @@ def evaluate_command(
             seed=seed,
             grid=grid,
             targets=targets,
+            neural=neural_training(epochs),
         )
     print(report(results))
     if json_path:

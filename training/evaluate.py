@@ -2,7 +2,9 @@
 
 A model is anything with a ``name`` and a ``score`` method in the shapes of the
 scoring contract (docs in the architecture note): popularity, EASE^R, a torch
-model, or an exported ONNX graph all go through this same function.
+model, or an exported ONNX graph all go through this same function. A model that
+knows users by index instead of by history (NeuMF, FOREC: a user embedding per
+user) is a ``UserScorer``; the same function hands it the batch's user indices.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -37,6 +39,19 @@ class Scorer(Protocol):
 
         Histories are oldest first and PAD-padded; scores at PAD candidates are ignored.
         """
+        ...
+
+
+@runtime_checkable
+class UserScorer(Protocol):
+    """Scores candidates for users it knows by index (the split's user indices)."""
+
+    name: str
+
+    def score_users(
+        self, users: IntArray, histories: IntArray, candidates: IntArray, markets: IntArray
+    ) -> NDArray[np.floating[Any]]:
+        """users (B,) and then ``Scorer.score``'s arguments -> scores (B, C)."""
         ...
 
 
@@ -95,7 +110,7 @@ class Result:
 
 
 def evaluate(
-    model: Scorer,
+    model: Scorer | UserScorer,
     eval_set: EvalSet,
     *,
     ks: Sequence[int] = DEFAULT_KS,
@@ -109,7 +124,11 @@ def evaluate(
     ranks = np.zeros(len(eval_set), np.int64)
     wanted = range(len(eval_set.markets)) if markets is None else markets
     for batch in eval_set.batches(batch_size, markets=wanted):
-        scores = np.asarray(model.score(batch.histories, batch.candidates, batch.markets))
+        if isinstance(model, UserScorer):
+            raw = model.score_users(batch.users, batch.histories, batch.candidates, batch.markets)
+        else:
+            raw = model.score(batch.histories, batch.candidates, batch.markets)
+        scores = np.asarray(raw)
         if scores.shape != batch.candidates.shape:
             raise ValueError(
                 f"{model.name} returned scores of shape {scores.shape} "

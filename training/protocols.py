@@ -41,6 +41,7 @@ class EvalBatch:
     histories: IntArray  # (B, N) oldest first, right-padded with PAD
     candidates: IntArray  # (B, C) column 0 = the positive
     markets: IntArray  # (B,)
+    users: IntArray  # (B,) user indices, for models that embed users (NeuMF)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,6 +102,7 @@ class EvalSet:
                     histories=pad_rows([self.history(r) for r in range(rows.start, rows.stop)]),
                     candidates=self.candidates(rows),
                     markets=self.market[rows],
+                    users=self.users[rows],
                 )
 
 
