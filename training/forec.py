@@ -45,6 +45,8 @@ from training.split import Split
 
 log = logging.getLogger(__name__)
 
+SCORE_PAIRS = 1 << 18  # (user, candidate) pairs scored per forward pass
+
 
 @dataclass(frozen=True, kw_only=True)
 class NeuMFTraining:
@@ -82,11 +84,17 @@ class NeuMFScorer:
             model = self.models.get(int(market))
             if model is None:
                 raise ValueError(f"{self.name} has no model for market index {market}")
-            rows = markets == market
             model.eval()
-            with torch.no_grad():
-                logits = model(torch.from_numpy(users[rows]), torch.from_numpy(candidates[rows]))
-            scores[rows] = logits.numpy()
+            rows = np.flatnonzero(markets == market)
+            # Under `full` a row holds the whole catalogue: bound the (rows, C, 64) MLP
+            # activations by scoring a few rows at a time.
+            step = max(1, SCORE_PAIRS // max(1, candidates.shape[1]))
+            for chunk in (rows[i : i + step] for i in range(0, len(rows), step)):
+                with torch.no_grad():
+                    logits = model(
+                        torch.from_numpy(users[chunk]), torch.from_numpy(candidates[chunk])
+                    )
+                scores[chunk] = logits.numpy()
         return scores
 
 

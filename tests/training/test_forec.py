@@ -12,6 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from cmr.cli import app
+from training import forec
 from training.baselines import Popularity
 from training.evaluate import evaluate
 from training.forec import NeuMFTraining, finetune, fit_forec, fit_nmf, pretrain
@@ -89,3 +90,13 @@ def test_cli_evaluates_forec_and_nmf(synth_dir: Path, tmp_path: Path) -> None:
     assert all(r["seed"] == 3 and r["params"]["epochs"] == 2 for r in rows)
     assert rows[0]["params"]["finetune_epochs"] == 1
     assert np.isfinite(rows[0]["mean"]["ndcg@10"])
+
+
+def test_scores_do_not_depend_on_how_rows_are_chunked(
+    synth_split: Split, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scorer = fit_nmf(synth_split, NeuMFTraining(epochs=1, batch_size=256))
+    full = build_eval_set(synth_split, "full", "valid")
+    whole = evaluate(scorer, full)
+    monkeypatch.setattr(forec, "SCORE_PAIRS", 100)  # one row per forward pass
+    assert evaluate(scorer, full).markets == whole.markets
