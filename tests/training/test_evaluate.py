@@ -88,3 +88,22 @@ def test_evaluate_rejects_bad_scores(synth_split: Split) -> None:
         evaluate(Broken(), es)
     with pytest.raises(ValueError, match="shape"):
         evaluate(Misshapen(), es)
+
+
+class UserOracle:
+    """Knows each user's test item by user index: evaluate must hand it the right users."""
+
+    name = "user-oracle"
+
+    def __init__(self, answers: IntArray) -> None:
+        self.answers = answers  # (U,) the test item of each user
+
+    def score_users(
+        self, users: IntArray, histories: IntArray, candidates: IntArray, markets: IntArray
+    ) -> np.ndarray:
+        return (candidates == self.answers[users][:, None]).astype(np.float32)
+
+
+def test_evaluate_gives_a_user_scorer_the_users(synth_split: Split) -> None:
+    result = evaluate(UserOracle(synth_split.test), build_eval_set(synth_split, "market"))
+    assert result.mean["mrr"] == 1.0
