@@ -131,7 +131,8 @@ def eval_set_from_candidates(
     users_by_id = _user_index(split, market)
     vocab = split.data.items
     skipped: Counter[str] = Counter()
-    kept: list[tuple[int, int, IntArray]] = []  # (user, positive, rest of the candidates)
+    # (user, positive, its history, the rest of the candidates)
+    kept: list[tuple[int, int, IntArray, IntArray]] = []
     for row in rows:
         found = users_by_id.get(row.user, [])
         item_id = held_out.get(row.user)
@@ -153,8 +154,9 @@ def eval_set_from_candidates(
             skipped[UNKNOWN_CANDIDATE] += 1
             continue
         positive = vocab.index(item_id)
+        history = split.eval_history(user, split_name)
         # Ranking an item the model was shown as history would measure recall of input.
-        if positive in split.eval_history(user, split_name):
+        if positive in history:
             skipped[HELD_OUT_IN_HISTORY] += 1
             continue
         _, first = np.unique(candidates, return_index=True)
@@ -163,7 +165,7 @@ def eval_set_from_candidates(
         if not len(rest):
             skipped[NO_CANDIDATES] += 1
             continue
-        kept.append((user, positive, rest))
+        kept.append((user, positive, history, rest))
     if not kept:
         reasons = f" ({describe_skipped(skipped)})" if skipped else ""
         raise ValueError(f"no usable row in the candidates file{reasons}")
@@ -172,9 +174,7 @@ def eval_set_from_candidates(
     kept.sort(key=lambda k: int(data.user_market[k[0]]))
     users = np.array([k[0] for k in kept], np.int64)
     other = split.held_out("test" if split_name == "valid" else "valid")
-    history_ptr, history_items = stack_histories(
-        [split.eval_history(int(u), split_name) for u in users]
-    )
+    history_ptr, history_items = stack_histories([k[2] for k in kept])
     eval_set = EvalSet(
         split=split,
         protocol="file",
@@ -186,7 +186,7 @@ def eval_set_from_candidates(
         history_ptr=history_ptr,
         history_items=history_items,
         other_held_out=other[users],
-        negatives=pad_rows([k[2] for k in kept]),
+        negatives=pad_rows([k[3] for k in kept]),
         catalogues=market_catalogues(split),
     )
     return eval_set, skipped
