@@ -102,5 +102,5 @@ def create_app(
         api_key=settings.api_key,
     )
     app.add_middleware(RequestMetrics)
-    served_openapi(app, lambda: getattr(getattr(app.state, "resources", None), "reloader", None))
+    served_openapi(app)
     return app

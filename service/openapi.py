@@ -5,24 +5,22 @@ the version served (so an unknown market is invalid input there)."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
 
 from service import middleware
-from service.reloader import Reloader
 from service.schemas import ErrorOut, add_schemas
 
 
-def served_openapi(app: FastAPI, reloader: Callable[[], Reloader | None]) -> None:
+def served_openapi(app: FastAPI) -> None:
     """Replace ``app.openapi`` with one that adds the above, made once per version."""
     generate = app.openapi  # FastAPI's; it keeps the first it made
     made: dict[tuple[str, ...], dict[str, Any]] = {}
 
     def openapi() -> dict[str, Any]:
-        serving = reloader()
-        loaded = serving.loaded if serving is not None else None
+        resources = getattr(app.state, "resources", None)  # made in the lifespan
+        loaded = resources.reloader.loaded if resources is not None else None
         markets = tuple(sorted(loaded.markets)) if loaded is not None else ()
         if markets not in made:
             schema = copy.deepcopy(generate())
