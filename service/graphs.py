@@ -7,6 +7,7 @@ reload builds a new one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol
 
 import numpy as np
@@ -91,13 +92,20 @@ class MarketModel:
         indices = vocabulary.lookup(dict.fromkeys(requested))  # de-duplicated, order kept
         return np.array([i for i in indices.tolist() if i not in drop], dtype=np.int64)
 
-    def popularity(self, candidates: IntArray) -> Scores:
-        """Each candidate's share of the market's interactions (0 for items it never sold)."""
+    @cached_property
+    def _by_item(self) -> tuple[IntArray, NDArray[np.float64]]:
+        """The catalogue's items in index order and each one's share, once per version
+        (the catalogue is kept most popular first)."""
         catalogue = self.catalogue  # never empty: loading refuses an empty one
         order = np.argsort(catalogue.items)
-        at, found = find_sorted(catalogue.items[order], candidates)
         total = max(int(catalogue.counts.sum()), 1)
-        return np.where(found, catalogue.counts[order][at] / total, 0.0).astype(np.float32)
+        return catalogue.items[order], catalogue.counts[order] / total
+
+    def popularity(self, candidates: IntArray) -> Scores:
+        """Each candidate's share of the market's interactions (0 for items it never sold)."""
+        items, shares = self._by_item
+        at, found = find_sorted(items, candidates)
+        return np.where(found, shares[at], 0.0).astype(np.float32)
 
 
 @dataclass(frozen=True)
