@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import json
 import shlex
-from contextlib import AbstractContextManager
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 import typer
 
-from model_store.cli import StoreDir, user_errors
-
-if TYPE_CHECKING:
-    from training.forec import NeuMFTraining
+from model_store.cli import StoreDir
+from training.cli_evaluate import evaluate_command
+from training.cli_options import DataDir, training_errors
 
 app = typer.Typer(
     help="Data, baselines, training, evaluation and export.",
@@ -28,49 +26,12 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect, fetch or generate interaction data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-
-
-# Choices of repeatable options; tests check them against BASELINES and PROTOCOLS.
-class Model(StrEnum):
-    popularity = "popularity"
-    global_popularity = "global-popularity"
-    ease = "ease"
-    ease_per_market = "ease-per-market"
-    nmf = "nmf"
-    forec = "forec"
-
-
-class ProtocolName(StrEnum):
-    paper = "paper"
-    market = "market"
-    full = "full"
+app.command("evaluate")(evaluate_command)
 
 
 class Variant(StrEnum):
     paper = "paper"
     history_once = "history-once"
-
-
-DataDir = Annotated[
-    Path, typer.Option("--data", help="Folder of per-market interaction files.", show_default=False)
-]
-
-
-def training_errors() -> AbstractContextManager[None]:
-    """``user_errors`` for the training commands' own kinds of bad input."""
-    from training.download import DownloadError
-    from training.market_files import DataFormatError
-
-    return user_errors(DataFormatError, DownloadError, ValueError, KeyError)
-
-
-def neural_training(epochs: int | None) -> NeuMFTraining | None:
-    """nmf's and forec's training settings with ``--epochs`` applied, if given."""
-    if epochs is None:
-        return None  # and torch stays unloaded for the baselines
-    from training.forec import NeuMFTraining
-
-    return NeuMFTraining(epochs=epochs, finetune_epochs=max(1, epochs // 2))
 
 
 @data_app.command("stats")
@@ -138,124 +99,6 @@ def data_synth(
         )
         for path in write_synth(dest, cfg):
             print(path)
-
-
-@app.command("evaluate")
-def evaluate_command(
-    *,
-    data: DataDir,
-    model: Annotated[
-        list[Model] | None,
-        typer.Option(help="Model to evaluate; repeat for several. [default: popularity]"),
-    ] = None,
-    protocol: Annotated[
-        list[ProtocolName] | None,
-        typer.Option(
-            help="paper: 99 negatives from all items; market: from the market's items; "
-            "full: the whole market catalogue. Repeat for several. [default: market]"
-        ),
-    ] = None,
-    split: Annotated[
-        Literal["test", "valid"], typer.Option(help="Held-out item to rank.")
-    ] = "test",
-    split_scheme: Annotated[
-        Literal["random", "temporal"],
-        typer.Option(help="Leave-one-out: random (the paper's) or temporal."),
-    ] = "random",
-    seed: Annotated[int, typer.Option(help="Seed of the split and the negatives.")] = 0,
-    lambdas: Annotated[
-        str | None,
-        typer.Option(
-            help="EASE^R lambdas to choose from on validation, comma-separated. "
-            "[default: 2,5,10,25,...,3200]"
-        ),
-    ] = None,
-    epochs: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            help="Training epochs of nmf and of forec's pre-training (forec fine-tunes "
-            "half as many). [default: 20]",
-        ),
-    ] = None,
-    duplicates: Annotated[
-        Literal["first", "last"],
-        typer.Option(help="Which row of a repeated (user, item) pair to keep."),
-    ] = "first",
-    k_core: Annotated[
-        int | None, typer.Option(min=1, help="Drop users and items with fewer rows, per market.")
-    ] = None,
-    json_path: Annotated[
-        Path | None, typer.Option("--json", help="Write results: an object, or a list if several.")
-    ] = None,
-    markdown: Annotated[Path | None, typer.Option(help="Write the tables as markdown.")] = None,
-    candidates: Annotated[
-        Path | None,
-        typer.Option(
-            help="Rank among these candidates instead: tab-separated <user id>, <item id,...> "
-            "rows; needs --held-out. Ids are the market files' raw ids; a user id is looked "
-            "up in every market and must name one user (or give --market). Rows with unknown "
-            "users or items are skipped and counted. --protocol (one) then names the "
-            "validation candidates that choose EASE^R's lambda."
-        ),
-    ] = None,
-    held_out: Annotated[
-        Path | None,
-        typer.Option(help="With --candidates: tab-separated <user id>, <item id> to rank."),
-    ] = None,
-    market: Annotated[
-        str | None,
-        typer.Option(help="With --candidates: look user ids up in this market only."),
-    ] = None,
-) -> None:
-    """Rank each user's held-out item among candidates; print per-market metrics.
-
-    EASE^R's lambda is chosen on the validation split, per protocol.
-    """
-    from training.baselines import LAMBDA_GRID, evaluate_baselines
-    from training.candidate_file import describe_skipped, load_candidate_set
-    from training.data import load_interactions
-    from training.report import report, write_json
-    from training.split import make_split
-
-    with training_errors():
-        if (candidates is None) != (held_out is None):
-            raise ValueError("--candidates and --held-out go together")
-        if candidates is None and market is not None:
-            raise ValueError("--market only applies with --candidates")
-        if candidates is not None and len(protocol or []) > 1:
-            raise ValueError("with --candidates, give at most one --protocol")
-        grid = tuple(float(x) for x in lambdas.split(",")) if lambdas else LAMBDA_GRID
-        interactions = load_interactions(data, duplicates=duplicates, k_core=k_core)
-        data_split = make_split(interactions, split_scheme, seed)
-        targets = None
-        if candidates is not None and held_out is not None:
-            target, skipped = load_candidate_set(
-                data_split,
-                candidates=candidates,
-                held_out=held_out,
-                split_name=split,
-                market=market,
-                seed=seed,
-            )
-            if skipped:
-                print(describe_skipped(skipped))
-            targets = [target]
-        results = evaluate_baselines(
-            data_split,
-            [m.value for m in model or [Model.popularity]],
-            [p.value for p in protocol or [ProtocolName.market]],
-            split_name=split,
-            seed=seed,
-            grid=grid,
-            targets=targets,
-            neural=neural_training(epochs),
-        )
-    print(report(results))
-    if json_path:
-        write_json(results, json_path)
-    if markdown:
-        markdown.write_text(report(results, markdown=True))
 
 
 @app.command("train")

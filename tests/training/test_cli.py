@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from cmr.cli import app
 from training.baselines import BASELINES
-from training.cli import Model, ProtocolName, Variant
+from training.cli import Variant
+from training.cli_evaluate import Model, ProtocolName
 from training.model import Variant as ModelVariant
 from training.protocols import PROTOCOLS
 
