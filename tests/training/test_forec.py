@@ -4,6 +4,7 @@ freezes its bottom."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +16,16 @@ from cmr.cli import app
 from training import forec
 from training.baselines import Popularity
 from training.evaluate import evaluate
-from training.forec import NeuMFTraining, finetune, fit_forec, fit_nmf, pretrain
+from training.forec import NeuMFTraining, fit_forec, fit_forks, fit_nmf, new_model, train_epochs
 from training.neumf import NeuMF, NeuMFConfig, fork
 from training.protocols import build_eval_set
 from training.split import Split
 
-FAST = NeuMFTraining(epochs=12, finetune_epochs=6, batch_size=256)
+# One value per grid: no choice to make, so a fit trains each model once.
+FAST = NeuMFTraining(
+    epochs=(12,), finetune_epochs=(6,), l2=(1e-7,), finetune_lr=(0.01,), batch_size=256
+)
+ONE_EPOCH = replace(FAST, epochs=(1,), finetune_epochs=(1,))
 
 
 @pytest.fixture(scope="module")
@@ -44,20 +49,22 @@ def test_beats_popularity_on_planted_data(
 
 
 def test_same_seed_same_scores(synth_split: Split) -> None:
-    cfg = NeuMFTraining(epochs=2, batch_size=256)
+    cfg = replace(FAST, epochs=(2,))
     valid = build_eval_set(synth_split, "market", "valid")
     runs = [evaluate(fit_nmf(synth_split, cfg), valid) for _ in range(2)]
     assert runs[0].markets == runs[1].markets
-    other = evaluate(fit_nmf(synth_split, NeuMFTraining(epochs=2, batch_size=256, seed=1)), valid)
+    other = evaluate(fit_nmf(synth_split, replace(cfg, seed=1)), valid)
     assert other.markets != runs[0].markets
 
 
 def test_fork_freezes_the_bottom_and_trains_the_head(synth_split: Split) -> None:
-    cfg = NeuMFTraining(epochs=1, finetune_epochs=2, batch_size=256)
-    general = pretrain(synth_split, cfg)
-    torch.manual_seed(cfg.seed)  # finetune's own seeding: the head starts where fork puts it
+    cfg = replace(ONE_EPOCH, finetune_epochs=(2,))
+    general = new_model(synth_split, cfg)
+    torch.manual_seed(cfg.seed)  # fit_forks' seeding for market 0: the head starts here
     start = fork(general, cfg.head).state_dict()
-    tuned = finetune(general, synth_split, 0, cfg)
+    valid = build_eval_set(synth_split, "market", "valid")
+    forks, _ = fit_forks(general, synth_split, cfg, valid)
+    tuned = forks[0]
     after = tuned.state_dict()
     for name in ("gmf_user.weight", "gmf_item.weight", "mlp_user.weight", "mlp.0.weight"):
         assert torch.equal(after[name], general.state_dict()[name]), name
@@ -87,16 +94,48 @@ def test_cli_evaluates_forec_and_nmf(synth_dir: Path, tmp_path: Path) -> None:
         ("nmf", "market"),
         ("nmf", "paper"),
     ]
-    assert all(r["seed"] == 3 and r["params"]["epochs"] == 2 for r in rows)
-    assert rows[0]["params"]["finetune_epochs"] == 1
+    assert all(r["seed"] == 3 for r in rows)
+    assert rows[0]["params"]["pretraining"]["epochs"] == 2
+    assert {c["epochs"] for c in rows[0]["params"]["chosen"].values()} == {1}
+    assert {c["epochs"] for c in rows[2]["params"]["chosen"].values()} == {2}
     assert np.isfinite(rows[0]["mean"]["ndcg@10"])
 
 
 def test_scores_do_not_depend_on_how_rows_are_chunked(
     synth_split: Split, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    scorer = fit_nmf(synth_split, NeuMFTraining(epochs=1, batch_size=256))
+    scorer = fit_nmf(synth_split, ONE_EPOCH)
     full = build_eval_set(synth_split, "full", "valid")
     whole = evaluate(scorer, full)
     monkeypatch.setattr(forec, "SCORE_PAIRS", 100)  # one row per forward pass
     assert evaluate(scorer, full).markets == whole.markets
+
+
+def test_the_epochs_and_l2_are_chosen_on_validation(synth_split: Split) -> None:
+    """Each market's choice is the snapshot that scores best on its validation users."""
+    cfg = replace(FAST, epochs=(1, 6), l2=(1e-7, 1e-2))
+    scorer = fit_nmf(synth_split, cfg)
+    valid = build_eval_set(synth_split, "market", "valid")
+    for m, code in enumerate(synth_split.data.markets):
+        chosen = scorer.params["chosen"][code]
+        best = evaluate(scorer, valid, markets=[m]).mean["ndcg@10"]
+        for l2 in cfg.l2:
+            model = new_model(synth_split, cfg)
+            runs = train_epochs(
+                model,
+                synth_split,
+                markets=[m],
+                epochs=cfg.epochs,
+                lr=cfg.lr,
+                l2=l2,
+                cfg=cfg,
+                rng=np.random.default_rng([cfg.seed, 3, m]),
+                label="again",
+            )
+            for epoch, state in runs:
+                model.load_state_dict(state)
+                probe = forec.NeuMFScorer("probe", {m: model}, {})
+                ndcg = evaluate(probe, valid, markets=[m]).mean["ndcg@10"]
+                assert ndcg <= best + 1e-12, (code, epoch, l2)
+                if (epoch, l2) == (chosen["epochs"], chosen["l2"]):
+                    assert ndcg == best
