@@ -6,7 +6,9 @@
 - ``ease-per-market``: one EASE^R per market on that market alone, lambda per market;
   against ``ease`` it shows what the other markets' data adds.
 - ``nmf`` and ``forec``: the XMarket paper's single-market NeuMF and FOREC
-  (training/forec.py), trained with torch for a fixed number of epochs.
+  (training/forec.py), trained with torch, settings chosen on validation.
+- ``m3rec``: the M3Rec paper's model (training/m3rec.py), EASE^R's and random walks'
+  item similarities adapted per market; trained with torch.
 
 EASE^R's closed form: P = (X^T X + lambda I)^-1, B = I - P diag(1/diag(P)), so
 B_ij = -P_ij / P_jj with a zero diagonal; a user's scores are x_u B.
@@ -36,7 +38,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LAMBDA_GRID = (2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0)
-BASELINES = ("popularity", "global-popularity", "ease", "ease-per-market", "nmf", "forec")
+BASELINES = (
+    "popularity",
+    "global-popularity",
+    "ease",
+    "ease-per-market",
+    "nmf",
+    "forec",
+    "m3rec",
+)
 FloatArray = NDArray[np.float32]
 
 
@@ -240,6 +250,11 @@ def evaluate_baselines(
             neumf = fit_nmf(split, cfg) if name == "nmf" else fit_forec(split, cfg)
             for target in targets:
                 results.append(replace(evaluate(neumf, target), params=neumf.params))
+        elif name == "m3rec":
+            from training.m3rec import M3RecSettings, fit_m3rec
+
+            m3rec = fit_m3rec(split, M3RecSettings(seed=seed))
+            results += [replace(evaluate(m3rec, t), params=m3rec.params) for t in targets]
         else:
             valid_sets = [build_eval_set(split, p, "valid", seed=seed) for p in protocols]
             tuned = tune_ease(split, valid_sets, per_market=name == "ease-per-market", grid=grid)

@@ -26,6 +26,7 @@ class Model(StrEnum):
     ease_per_market = "ease-per-market"
     nmf = "nmf"
     forec = "forec"
+    m3rec = "m3rec"
 
 
 class ProtocolName(StrEnum):
