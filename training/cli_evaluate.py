@@ -6,6 +6,7 @@ command, so ``cmr --help`` loads no torch.
 
 from __future__ import annotations
 
+from collections import Counter
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -16,6 +17,7 @@ from training.cli_options import DataDir, training_errors
 
 if TYPE_CHECKING:
     from training.forec import NeuMFTraining
+    from training.protocols import Protocol
 
 
 # Choices of repeatable options; tests check them against BASELINES and PROTOCOLS.
@@ -111,6 +113,18 @@ def evaluate_command(
         str | None,
         typer.Option(help="With --candidates: look user ids up in this market only."),
     ] = None,
+    store: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also evaluate this model store's exported model (row store:<version>) on "
+            "the same candidates; rows with an item the store does not know are skipped "
+            "and counted, for every model."
+        ),
+    ] = None,
+    version: Annotated[
+        str | None,
+        typer.Option(help="With --store: the version to evaluate. [default: the current one]"),
+    ] = None,
 ) -> None:
     """Rank each user's held-out item among candidates; print per-market metrics.
 
@@ -119,6 +133,8 @@ def evaluate_command(
     from training.baselines import LAMBDA_GRID, evaluate_baselines
     from training.candidate_file import describe_skipped, load_candidate_set
     from training.data import load_interactions
+    from training.evaluate import evaluate
+    from training.protocols import build_eval_set
     from training.report import report, write_json
     from training.split import make_split
 
@@ -129,12 +145,25 @@ def evaluate_command(
             raise ValueError("--market only applies with --candidates")
         if candidates is not None and len(protocol or []) > 1:
             raise ValueError("with --candidates, give at most one --protocol")
+        if version is not None and store is None:
+            raise ValueError("--version only applies with --store")
+        protocols: list[Protocol] = [p.value for p in protocol or [ProtocolName.market]]
         grid = tuple(float(x) for x in lambdas.split(",")) if lambdas else LAMBDA_GRID
         interactions = load_interactions(data, duplicates=duplicates, k_core=k_core)
         data_split = make_split(interactions, split_scheme, seed)
+        exported = None
+        if store is not None:
+            from training.store_scorer import StoreScorer, restrict_to_store
+
+            exported = StoreScorer.open(
+                store, version, items=interactions.items, markets=interactions.markets
+            )
+            if note := exported.split_note(split_scheme, seed):
+                print(note)
         targets = None
+        skips = [Counter[str]() for _ in protocols]
         if candidates is not None and held_out is not None:
-            target, skipped = load_candidate_set(
+            target, skips[0] = load_candidate_set(
                 data_split,
                 candidates=candidates,
                 held_out=held_out,
@@ -142,19 +171,30 @@ def evaluate_command(
                 market=market,
                 seed=seed,
             )
-            if skipped:
-                print(describe_skipped(skipped))
             targets = [target]
+        if exported is not None:
+            # Every model ranks only what the store can score, so the rows line up.
+            targets = targets or [
+                build_eval_set(data_split, p, split, seed=seed) for p in protocols
+            ]
+            restricted = [restrict_to_store(t, exported) for t in targets]
+            targets = [t for t, _ in restricted]
+            skips = [s + dropped for s, (_, dropped) in zip(skips, restricted, strict=True)]
+        for name, skipped in zip(protocols, skips, strict=True):
+            if skipped:
+                print(("" if candidates else f"{name}: ") + describe_skipped(skipped))
         results = evaluate_baselines(
             data_split,
             [m.value for m in model or [Model.popularity]],
-            [p.value for p in protocol or [ProtocolName.market]],
+            protocols,
             split_name=split,
             seed=seed,
             grid=grid,
             targets=targets,
             neural=neural_training(epochs),
         )
+        if exported is not None and targets is not None:
+            results += [evaluate(exported, target) for target in targets]
     print(report(results))
     if json_path:
         write_json(results, json_path)

@@ -17,10 +17,11 @@ small for all negatives, or, under ``full``, an item the user has).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
 import numpy as np
+from numpy.typing import NDArray
 
 from model_store.vocab import PAD, IntArray, find_sorted, pad_rows
 from training.split import Split, SplitName
@@ -74,6 +75,21 @@ class EvalSet:
     def market_rows(self, market: int) -> slice:
         start, stop = np.searchsorted(self.market, [market, market + 1])
         return slice(int(start), int(stop))
+
+    def keep(self, rows: NDArray[np.bool_]) -> EvalSet:
+        """The rows where ``rows`` is True, in their order (so still grouped by market)."""
+        kept = np.flatnonzero(rows)
+        history_ptr, history_items = stack_histories([self.history(int(r)) for r in kept])
+        return replace(
+            self,
+            users=self.users[kept],
+            market=self.market[kept],
+            positive=self.positive[kept],
+            history_ptr=history_ptr,
+            history_items=history_items,
+            other_held_out=self.other_held_out[kept],
+            negatives=self.negatives[kept],
+        )
 
     def candidates(self, rows: slice) -> IntArray:
         """(B, C) candidates of consecutive rows of one market; column 0 = positive."""
