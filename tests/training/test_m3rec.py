@@ -3,6 +3,8 @@ and a seed fixes its scores."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -21,7 +23,7 @@ from training.protocols import build_eval_set
 from training.split import Split
 
 SMALL_WALKS = WalkSettings(walks_per_item=4, walk_length=8, window=3, epochs=1, dim=32)
-FAST = M3RecSettings(max_epochs=8, eval_every=4, lambdas=(25.0,), walks=SMALL_WALKS)
+FAST = M3RecSettings(max_epochs=8, eval_every=4, lambdas=(25.0,), gammas=(0.2,), walks=SMALL_WALKS)
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +43,13 @@ def test_beats_popularity_on_planted_data(
 
 def test_records_what_it_chose(fitted: M3RecScorer) -> None:
     assert fitted.params["lambda"] == 25.0
+    assert fitted.params["gamma"] == 0.2
     assert fitted.params["epochs"] in (4, 8)
     assert fitted.params["kept_similarities"] > 0
 
 
 def test_same_seed_same_scores(synth_split: Split) -> None:
-    tiny = M3RecSettings(max_epochs=1, eval_every=1, lambdas=(25.0,), walks=SMALL_WALKS)
+    tiny = replace(FAST, max_epochs=1, eval_every=1)
     valid = build_eval_set(synth_split, "market", "valid")
     first, again = (evaluate(fit_m3rec(synth_split, tiny), valid) for _ in range(2))
     assert first.markets == again.markets
