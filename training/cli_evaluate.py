@@ -6,7 +6,6 @@ command, so ``cmr --help`` loads no torch.
 
 from __future__ import annotations
 
-from collections import Counter
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -131,20 +130,14 @@ def evaluate_command(
     EASE^R's lambda is chosen on the validation split, per protocol.
     """
     from training.baselines import LAMBDA_GRID, evaluate_baselines
-    from training.candidate_file import describe_skipped, load_candidate_set
+    from training.candidate_file import describe_skipped
     from training.data import load_interactions
     from training.evaluate import evaluate
-    from training.protocols import build_eval_set
     from training.report import report, write_json
     from training.split import make_split
+    from training.targets import evaluation_targets
 
     with training_errors():
-        if (candidates is None) != (held_out is None):
-            raise ValueError("--candidates and --held-out go together")
-        if candidates is None and market is not None:
-            raise ValueError("--market only applies with --candidates")
-        if candidates is not None and len(protocol or []) > 1:
-            raise ValueError("with --candidates, give at most one --protocol")
         if version is not None and store is None:
             raise ValueError("--version only applies with --store")
         protocols: list[Protocol] = [p.value for p in protocol or [ProtocolName.market]]
@@ -153,33 +146,23 @@ def evaluate_command(
         data_split = make_split(interactions, split_scheme, seed)
         exported = None
         if store is not None:
-            from training.store_scorer import StoreScorer, restrict_to_store
+            from training.store_scorer import StoreScorer
 
             exported = StoreScorer.open(
                 store, version, items=interactions.items, markets=interactions.markets
             )
             if note := exported.split_note(split_scheme, seed):
                 print(note)
-        targets = None
-        skips = [Counter[str]() for _ in protocols]
-        if candidates is not None and held_out is not None:
-            target, skips[0] = load_candidate_set(
-                data_split,
-                candidates=candidates,
-                held_out=held_out,
-                split_name=split,
-                market=market,
-                seed=seed,
-            )
-            targets = [target]
-        if exported is not None:
-            # Every model ranks only what the store can score, so the rows line up.
-            targets = targets or [
-                build_eval_set(data_split, p, split, seed=seed) for p in protocols
-            ]
-            restricted = [restrict_to_store(t, exported) for t in targets]
-            targets = [t for t, _ in restricted]
-            skips = [s + dropped for s, (_, dropped) in zip(skips, restricted, strict=True)]
+        targets, skips = evaluation_targets(
+            data_split,
+            protocols=protocols,
+            split_name=split,
+            seed=seed,
+            candidates=candidates,
+            held_out=held_out,
+            market=market,
+            store=exported,
+        )
         for name, skipped in zip(protocols, skips, strict=True):
             if skipped:
                 print(("" if candidates else f"{name}: ") + describe_skipped(skipped))
