@@ -17,9 +17,10 @@ Choices where the paper is silent or where we depart from it, all documented:
 - The positive is left out of its user's row when training (X^m minus the item), so
   a user is represented as at evaluation, where the held-out item is not in the
   history. A user whose row has no similar items falls back to its own items.
-- EASE^R's lambda is chosen on validation (EASE^R's own validation NDCG) among 10
-  and 50 (the ends of the paper's search) and 200 (where the ``ease`` baseline
-  lands on XMarket), and M3Rec's number of epochs (validation every
+- EASE^R's lambda is chosen on validation (EASE^R's own validation NDCG) among 10,
+  25 and 50, within the paper's search (10 to 50): epsilon's filter is meant for
+  weights of that scale (at lambda 200, where the ``ease`` baseline lands on
+  XMarket, epsilon 0.01 keeps about one weight per item); M3Rec's number of epochs (validation every
   ``eval_every`` epochs, the best snapshot kept), and the margin gamma among the
   paper's grid (0.1 to 0.4); epsilon and lam are the paper's reported defaults
   (0.01, 1e-7).
@@ -71,7 +72,7 @@ class M3RecSettings:
     batch_size: int = 1024
     max_epochs: int = 20
     eval_every: int = 5
-    lambdas: tuple[float, ...] = (10.0, 50.0, 200.0)  # the paper's 10-50, and beyond
+    lambdas: tuple[float, ...] = (10.0, 25.0, 50.0)  # within the paper's search, 10-50
     walks: WalkSettings = field(default_factory=WalkSettings)
     seed: int = 0
 
