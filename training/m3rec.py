@@ -20,10 +20,10 @@ Choices where the paper is silent or where we depart from it, all documented:
 - EASE^R's lambda is chosen on validation (EASE^R's own validation NDCG) among 10,
   25 and 50, within the paper's search (10 to 50): epsilon's filter is meant for
   weights of that scale (at lambda 200, where the ``ease`` baseline lands on
-  XMarket, epsilon 0.01 keeps about one weight per item); M3Rec's number of epochs (validation every
-  ``eval_every`` epochs, the best snapshot kept), and the margin gamma among the
-  paper's grid (0.1 to 0.4); epsilon and lam are the paper's reported defaults
-  (0.01, 1e-7).
+  XMarket, epsilon 0.01 keeps about one weight per item). Also chosen on
+  validation: the number of epochs (scored every ``eval_every`` epochs, the best
+  snapshot kept) and the margin gamma, among the paper's grid (0.1 to 0.4).
+  Epsilon and lam are the paper's reported defaults (0.01, 1e-7).
 - Embeddings of 64 (the paper: 128) and the walk counts in WalkSettings keep a fit
   within minutes on 2 cores.
 
