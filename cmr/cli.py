@@ -39,5 +39,7 @@ if importlib.util.find_spec("training") is not None:
 app.add_typer(store_app, name="store")
 if importlib.util.find_spec("service") is not None:
     from service.cli import app as service_app
+    from service.cli_events import app as events_app
 
     app.add_typer(service_app)  # `cmr serve`
+    app.add_typer(events_app, name="events")  # `cmr events export`

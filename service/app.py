@@ -18,6 +18,7 @@ from model_store.store import ModelStore
 from service import redis_client
 from service.deps import Resources
 from service.errors import InternalError, VersionRefused, documented, handlers
+from service.event_log import EventLog
 from service.history import HistoryStore, RedisHistory
 from service.loading import StoreSource, VersionSource
 from service.metrics import Metrics
@@ -48,6 +49,11 @@ def create_app(
             max_length=s.history_length,
             dedup_ttl_s=s.dedup_ttl_s,
             timeout_s=s.redis_timeout_s,
+            log=EventLog(
+                max_length=s.event_log_maxlen,
+                max_age_s=s.event_log_max_age_s,
+                cluster=s.redis_cluster,
+            ),
         )
         versions = source or StoreSource(
             ModelStore(s.store), s.provider, s.threads_per_call(), s.inter_threads

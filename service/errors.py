@@ -2,7 +2,8 @@
 HTTP status and its line in /openapi.json; ``error_response`` turns any of them into
 the JSON reply ``{"error": ..., "detail"?: ...}`` and its metric.
 
-Outside errors are translated once, where they enter: Redis in service/history.py,
+Outside errors are translated once, where they enter: Redis in service/history.py
+(and in service/event_export.py, whose command reports ``ExportFailed``),
 onnxruntime in service/graphs.py and service/loading.py, the store in
 service/loading.py. Routes raise these; the app's handlers (service/app.py) and the
 request guard (service/middleware.py) answer with ``error_response``.
@@ -128,6 +129,14 @@ class HistoryUnavailable(ServiceError):
 class ScorerStopped(ServiceError):
     status = 503
     description = "The service is shutting down"
+
+
+class ExportFailed(ServiceError):
+    """``cmr events export`` cannot go on (Redis unreachable, a file in DEST it did not
+    write, a bad ``--since``): a command's failure, never a reply; the command prints it
+    as one line."""
+
+    description = "The event export failed"
 
 
 def error_response(error: ServiceError, metrics: Metrics | None = None) -> JSONResponse:

@@ -5,7 +5,9 @@ Keys (``cmr:`` namespace; the user id is hashed, so no id can form another key):
     cmr:{<market>:<user hash>}:h            the history: item ids, newest first
     cmr:{<market>:<user hash>}:e:<id hash>  an event id seen lately (expires)
 The braces are a Redis Cluster hash tag: a user's keys share one slot, so the Lua
-script that appends and de-duplicates touches one node and stays atomic there.
+script that appends and de-duplicates touches one node and stays atomic there. The
+same script logs each new event in the event log, a stream in that slot too
+(service/event_log.py).
 
 Commands that arrive together go out together: on one Redis as one pipeline (one
 round trip); on a cluster, each to its node at once, so a node that is down fails
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
@@ -25,18 +28,22 @@ from typing import Any, Protocol, TypeVar, cast
 from redis.exceptions import RedisError
 
 from service.errors import HistoryUnavailable
+from service.event_log import EventLog, epoch_ms
 from service.redis_client import Backend, Command
 
 T = TypeVar("T")
 
-# KEYS[1] history; KEYS[2..] the dedup keys of the events that have an id, in order.
-# ARGV: max length, ttl, then per event its item id and "1" if it has an id else "0".
-# Returns {appended, duplicates}.
+# KEYS[1] history; KEYS[2] the event log's stream; KEYS[3..] the dedup keys of the
+# events that have an id, in order. ARGV: history length, dedup ttl, log length cap,
+# log min id (epoch ms; 0: no age bound), market, user, then per event its item id,
+# "1" if it has an id else "0", its id (or empty), its timestamp (epoch ms, or empty).
+# Returns {appended, duplicates}. Only new events are appended and logged.
 APPEND = """
-local maxlen = tonumber(ARGV[1])
-local ttl = tonumber(ARGV[2])
-local added, dups, k = 0, 0, 2
-for i = 3, #ARGV, 2 do
+local maxlen, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+local logcap, minid = tonumber(ARGV[3]), ARGV[4]
+local market, user = ARGV[5], ARGV[6]
+local added, dups, k = 0, 0, 3
+for i = 7, #ARGV, 4 do
   local fresh = true
   if ARGV[i + 1] == '1' then
     fresh = redis.call('SET', KEYS[k], '1', 'NX', 'EX', ttl)
@@ -44,6 +51,8 @@ for i = 3, #ARGV, 2 do
   end
   if fresh then
     redis.call('LPUSH', KEYS[1], ARGV[i])
+    redis.call('XADD', KEYS[2], '*', 'market', market, 'user', user, 'item', ARGV[i],
+               'ts', ARGV[i + 3], 'event_id', ARGV[i + 2])
     added = added + 1
   else
     dups = dups + 1
@@ -51,6 +60,10 @@ for i = 3, #ARGV, 2 do
 end
 if added > 0 then
   redis.call('LTRIM', KEYS[1], 0, maxlen - 1)
+  redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', logcap)
+  if minid ~= '0' then
+    redis.call('XTRIM', KEYS[2], 'MINID', minid)
+  end
 end
 return {added, dups}
 """
@@ -104,11 +117,14 @@ class RedisHistory:
         max_length: int,
         dedup_ttl_s: int,
         timeout_s: float,
+        log: EventLog,
     ) -> None:
         self.client = client
         self.max_length = max_length
         self.dedup_ttl_s = dedup_ttl_s
         self.timeout_s = timeout_s
+        self.log = log
+        log.prepare()
         # History reads waiting for the next pipeline, and the pipelines under way.
         self._reads: list[tuple[str, asyncio.Future[list[bytes]]]] = []
         self._reading: set[asyncio.Task[None]] = set()
@@ -140,17 +156,21 @@ class RedisHistory:
         for event in events:
             by_user[(event.market, event.user_id)].append(event)
         calls: list[Command] = []
+        min_id = self.log.min_id(time.time())
         for (market, user_id), user_events in by_user.items():
             ordered = user_events
             if all(e.timestamp is not None for e in user_events):
                 ordered = sorted(user_events, key=lambda e: cast(datetime, e.timestamp))
             tag = user_tag(market, user_id)
-            keys = [f"{tag}:h"] + [
+            keys = [f"{tag}:h", self.log.stream(market, tag)] + [
                 f"{tag}:e:{_digest(e.event_id)}" for e in ordered if e.event_id is not None
             ]
-            args: list[Any] = [self.max_length, self.dedup_ttl_s]
+            args: list[Any] = [
+                self.max_length, self.dedup_ttl_s, self.log.stream_length, min_id, market, user_id
+            ]  # fmt: skip
             for e in ordered:
-                args += [e.item_id, "1" if e.event_id is not None else "0"]
+                has_id = e.event_id is not None
+                args += [e.item_id, "1" if has_id else "0", e.event_id or "", epoch_ms(e.timestamp)]
             # EVAL, not EVALSHA: no SCRIPT EXISTS round trip per pipeline, and nothing
             # to reload into a Redis that restarted with an empty script cache.
             calls.append((keys[0], ("EVAL", APPEND, len(keys), *keys, *args)))

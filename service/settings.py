@@ -25,6 +25,16 @@ class Settings(BaseSettings):
     development: bool = Field(False, description="Allows running without an API key.")
     history_length: int = Field(50, ge=1, le=1000, description="Items kept per user and market.")
     dedup_ttl_s: int = Field(86_400, ge=1, description="How long an event id is remembered.")
+    # The event log (service/event_log.py): what `cmr events export` reads.
+    event_log_maxlen: int = Field(
+        1_000_000,
+        ge=1,
+        description="Entries kept in each market's event log (approximately; on a cluster "
+        "split evenly over the 16,384 slots' streams).",
+    )
+    event_log_max_age_s: float = Field(
+        0.0, ge=0, description="Entries logged longer ago leave the event log; 0: no age bound."
+    )
     # Batching: requests waiting together are scored in one onnxruntime call.
     batching: bool = True
     max_batch_rows: int = Field(

@@ -2,7 +2,8 @@
 
 Events posted through either replica are read back through the other; when a
 master is killed, only the users in its slots get a 503 (the README's scaling
-section cites this test)."""
+section cites this test). The event log on a cluster: each user's entries in their
+own slot, and ``cmr events export`` reads every master's."""
 
 from __future__ import annotations
 
@@ -17,13 +18,17 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from redis.crc import key_slot
 
 from benchmarks.processes import RedisProcess, free_port, running_service
 from model_store.store import ModelStore
 from model_store.vocab import Vocabulary
-from service.history import user_tag
+from service.event_export import export_events
+from service.history import Event, user_tag
 from tests.reliability.conftest import FULL, Report
 from tests.reliability.load import KEY
+from tests.service.conftest import log_entries, log_events
+from training.market_files import read_logs
 
 MASTERS = 3
 # All users' requests are started at once; at most 16 per replica are in flight (as
@@ -36,6 +41,11 @@ NODE_ARGS = (
     # Without this, a cluster that lost a master refuses every slot, not only its own.
     "--cluster-require-full-coverage", "no",
 )  # fmt: skip
+
+
+def _state(node: RedisProcess) -> str:
+    with redis.Redis(port=node.port) as client:  # closed: no socket left to the collector
+        return str(client.cluster("info")["cluster_state"])
 
 
 @pytest.fixture
@@ -53,7 +63,7 @@ def cluster(tmp_path: Path) -> Iterator[list[RedisProcess]]:
             check=True, capture_output=True, timeout=60,
         )  # fmt: skip
         deadline = time.monotonic() + 30
-        while any(redis.Redis(port=n.port).cluster("info")["cluster_state"] != "ok" for n in nodes):
+        while any(_state(node) != "ok" for node in nodes):
             assert time.monotonic() < deadline, "the cluster did not become ok"
             time.sleep(0.1)
         yield nodes
@@ -69,6 +79,7 @@ def _owners(nodes: list[RedisProcess], keys: list[str]) -> list[RedisProcess]:
         ports = [client.get_node_from_key(key).port for key in keys]
     finally:
         client.close()
+        client.disconnect_connection_pools()  # close() leaves the nodes' sockets open
     return [next(n for n in nodes if n.port == port) for port in ports]
 
 
@@ -155,3 +166,28 @@ def test_two_replicas_share_a_cluster_and_a_dead_master_fails_only_its_slots(
            read_back=len(names), after_kill_served=len(served), after_kill_503=len(refused),
            seconds_for_all_reads_after_kill=round(elapsed, 3), ready_after_kill=ready)  # fmt: skip
     assert ready == [200, 200]
+
+
+def test_the_event_log_lives_in_each_users_slot_and_exports_whole(
+    cluster: list[RedisProcess], tmp_path: Path
+) -> None:
+    url = cluster[0].url.removesuffix("/0")
+    events = [
+        Event(market, f"user-{n}", f"I{n:03d}", f"e{n}")
+        for n in range(60)
+        for market in ("aa", "bb")
+    ]
+    log_events(url, events, cluster=True)
+    streams = log_entries(url)
+    for stream, entries in streams.items():  # the append script ran in one slot each
+        for entry in entries:
+            history = f"{user_tag(entry.market, entry.user)}:h"
+            assert key_slot(stream.encode()) == key_slot(history.encode()), stream
+    assert sum(map(len, streams.values())) == len(events)
+    assert {o.port for o in _owners(cluster, list(streams))} == {n.port for n in cluster}
+    dest = tmp_path / "out"
+    exported = export_events(url, dest, batch=7)
+    assert [(m.market, m.exported) for m in exported] == [("aa", 60), ("bb", 60)]
+    for log in read_logs(dest):
+        expected = [(e.user_id, e.item_id) for e in events if e.market == log.market]
+        assert sorted(zip(log.users, log.items, strict=True)) == sorted(expected)

@@ -1,9 +1,11 @@
 """The app under test: ``api`` on in-memory fakes (tests/service/fakes.py: no Redis, no
 onnxruntime, no torch), ``redis_api`` on a real redis-server (tests/conftest.py starts
-one per test session) and a copy of the tiny store's real graphs."""
+one per test session) and a copy of the tiny store's real graphs, ``running_on_redis``
+on the real redis-server and a fake version."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import shutil
 from collections.abc import AsyncIterator, Callable
@@ -17,9 +19,12 @@ from fastapi import FastAPI
 
 from model_store.manifest import MANIFEST
 from model_store.store import ModelStore, Version
+from service import redis_client
 from service.app import create_app
+from service.event_export import opened
+from service.event_log import STREAM_PATTERN, EventLog, LogEntry
 from service.graphs import LoadedVersion
-from service.history import HistoryStore
+from service.history import Event, HistoryStore, RedisHistory
 from service.loading import VersionSource
 from service.settings import Settings
 from tests.service.fakes import FakeSource, MemoryHistory, fake_version
@@ -73,6 +78,34 @@ def events_of(*events: tuple[str, str, str]) -> dict[str, Any]:
     }
 
 
+def log_events(
+    url: str, events: list[Event], *, cluster: bool = False, maxlen: int = 100_000
+) -> None:
+    """Append ``events`` as POST /events does (histories, de-duplication, the log)."""
+
+    async def append() -> None:
+        history = RedisHistory(
+            redis_client.connect(url, 5.0, cluster=cluster),
+            max_length=50,
+            dedup_ttl_s=3600,
+            timeout_s=5.0,
+            log=EventLog(max_length=maxlen, cluster=cluster),
+        )
+        try:
+            await history.append(events)
+        finally:
+            await history.close()
+
+    asyncio.run(append())
+
+
+def log_entries(url: str) -> dict[str, list[LogEntry]]:
+    """Each event log stream of the Redis (or cluster node) at ``url``: its entries."""
+    with opened(url) as client:
+        keys = [k.decode() for k in client.scan_iter(match=STREAM_PATTERN, _type="STREAM")]
+        return {k: [LogEntry.parse(i, f) for i, f in client.xrange(k)] for k in sorted(keys)}
+
+
 @dataclasses.dataclass
 class Api:
     """The app, started (lifespan entered), and an httpx client talking to it."""
@@ -122,6 +155,14 @@ async def running_fake(tmp_path: Path, **overrides: Any) -> AsyncIterator[Api]:
     config = settings(tmp_path, "redis://127.0.0.1:1/0", **overrides)  # never connected
     history = MemoryHistory(config.history_length)
     async with running(config, history=history, source=FakeSource(fake_version())) as api:
+        yield api
+
+
+@asynccontextmanager
+async def running_on_redis(tmp_path: Path, redis_url: str, **overrides: Any) -> AsyncIterator[Api]:
+    """The app on a real redis-server and one ``fake_version``, tiny-1 (no trained graphs)."""
+    config = settings(tmp_path, redis_url, **overrides)
+    async with running(config, source=FakeSource(fake_version())) as api:
         yield api
 
 
