@@ -111,12 +111,13 @@ def skipgram_pairs(walks: IntArray, window: int) -> tuple[IntArray, IntArray]:
     return np.concatenate(centres), np.concatenate(contexts)
 
 
-def to_torch(matrix: sp.csr_matrix) -> torch.Tensor:
+def to_torch(matrix: sp.spmatrix) -> torch.Tensor:
+    """A scipy sparse matrix as a torch COO tensor (not coalesced)."""
     coo = matrix.tocoo()
     indices = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
     return torch.sparse_coo_tensor(
         indices, torch.from_numpy(coo.data), coo.shape, check_invariants=False
-    ).coalesce()
+    )
 
 
 def walk_embeddings(
@@ -136,7 +137,7 @@ def walk_embeddings(
     # Negatives from the unigram distribution of the walks to the power 3/4 (word2vec's).
     visits = np.bincount(walks.ravel(), minlength=n_items).astype(np.float64) ** 0.75
     noise = torch.from_numpy(visits / visits.sum())
-    b = to_torch(intra)
+    b = to_torch(intra).coalesce()  # multiplied every step: coalesce once
     init = torch.nn.Parameter(torch.randn(n_items, settings.dim) * 0.1)
     context_init = torch.nn.Parameter(torch.zeros(n_items, settings.dim))
     optimizer = torch.optim.Adam([init, context_init], lr=settings.lr)

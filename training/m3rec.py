@@ -54,6 +54,7 @@ from training.item_walks import (
     interaction_matrix,
     intra_similarity,
     normalize_rows,
+    to_torch,
     walk_embeddings,
 )
 from training.protocols import EvalSet, build_eval_set, market_catalogues
@@ -121,12 +122,7 @@ class M3Rec(nn.Module):
         """Cosine scores (B, C) of ``items`` for users of one market; ``rows`` (B, V)
         are the users' normalised similarity rows."""
         table = self.glob + self.local[market]  # V^m
-        coo = rows.tocoo()
-        index = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
-        spread = torch.sparse_coo_tensor(
-            index, torch.from_numpy(coo.data), coo.shape, check_invariants=False
-        )
-        user = torch.sparse.mm(spread, table) + self.users(users)  # (B, d)
+        user = torch.sparse.mm(to_torch(rows), table) + self.users(users)  # (B, d)
         return nn.functional.cosine_similarity(user[:, None, :], table[items], dim=-1)
 
 
@@ -173,6 +169,7 @@ class Adaptation:
     groups: list[IntArray]  # per market, its examples' positions
     spread: list[sp.csr_matrix]  # per market, its examples' user rows
     valid: EvalSet
+    sampler: NegativeSampler
     params: dict[str, Any]
 
 
@@ -198,7 +195,8 @@ def prepare(split: Split, settings: M3RecSettings) -> Adaptation:
         "lambda": block.lam,
         "kept_similarities": int(intra.nnz),
     }
-    return Adaptation(glob, similarities, examples, groups, spread, valid, params)
+    sampler = NegativeSampler(split, pool="market")
+    return Adaptation(glob, similarities, examples, groups, spread, valid, sampler, params)
 
 
 def adapt(
@@ -210,14 +208,13 @@ def adapt(
     model = M3Rec(shared.glob, n_users=split.data.n_users, n_markets=len(shared.similarities))
     scorer = M3RecScorer(model, shared.similarities, {**shared.params, "gamma": gamma})
     examples, groups, spread = shared.examples, shared.groups, shared.spread
-    sampler = NegativeSampler(split, pool="market")
     rng = np.random.default_rng([settings.seed, 12])
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     best: tuple[float, int, dict[str, torch.Tensor]] = (-1.0, 0, snapshot(model))
     for epoch in range(1, settings.max_epochs + 1):
         start, total = time.perf_counter(), 0.0
         model.train()
-        negatives = sampler.sample(rng, examples, settings.negatives)
+        negatives = shared.sampler.sample(rng, examples, settings.negatives)
         items = np.concatenate([examples.target[:, None], negatives], axis=1)
         batches = [
             (m, chunk)  # chunk: positions in groups[m] and spread[m]

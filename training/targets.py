@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from training.candidate_file import load_candidate_set
 from training.protocols import EvalSet, Protocol, build_eval_set
 from training.split import Split, SplitName
-from training.store_scorer import StoreScorer, restrict_to_store
+
+if TYPE_CHECKING:  # onnxruntime loads only when a store is evaluated
+    from training.store_scorer import StoreScorer
 
 
 def evaluation_targets(
@@ -49,6 +52,8 @@ def evaluation_targets(
         )
         targets = [target]
     if store is not None:
+        from training.store_scorer import restrict_to_store
+
         # Every model ranks only what the store can score, so the rows line up.
         targets = targets or [build_eval_set(split, p, split_name, seed=seed) for p in protocols]
         restricted = [restrict_to_store(t, store) for t in targets]
