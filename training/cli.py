@@ -17,6 +17,7 @@ import typer
 
 from model_store.cli import StoreDir
 from training.cli_evaluate import evaluate_command
+from training.cli_onboard import onboard_command
 from training.cli_options import DataDir, training_errors
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ app = typer.Typer(
 data_app = typer.Typer(help="Inspect, fetch or generate interaction data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.command("evaluate")(evaluate_command)
+app.command("onboard")(onboard_command)
 
 
 class Variant(StrEnum):
@@ -101,6 +103,35 @@ def data_synth(
             print(path)
 
 
+@data_app.command("subset")
+def data_subset(
+    *,
+    data: DataDir,
+    dest: Annotated[Path, typer.Option(help="Folder to write <market>.tsv files into.")],
+    markets: Annotated[
+        str | None, typer.Option(help="Comma-separated markets to keep. [default: all]")
+    ] = None,
+    exclude: Annotated[str, typer.Option(help="Comma-separated markets to leave out.")] = "",
+    drop_newest: Annotated[
+        float, typer.Option(min=0.0, max=0.999, help="Share of each market's newest rows to drop.")
+    ] = 0.0,
+) -> None:
+    """Part of a data folder as a new one: some markets, each without its newest rows
+    (the data as it was before them)."""
+    from training.data_subset import write_subset
+
+    def codes(text: str | None) -> list[str]:
+        return [c.strip() for c in (text or "").split(",") if c.strip()]
+
+    with training_errors():
+        paths = write_subset(
+            data, dest, markets=codes(markets) or None, exclude=codes(exclude),
+            drop_newest=drop_newest,
+        )  # fmt: skip
+    for path in paths:
+        print(path)
+
+
 @app.command("train")
 def train_command(
     *,
@@ -120,6 +151,15 @@ def train_command(
             help="Override one setting, e.g. --set d_model=64 --set train.lr=5e-4. Repeatable.",
         ),
     ] = None,
+    init_from: Annotated[
+        str | None,
+        typer.Option(
+            metavar="STORE[:VERSION]",
+            help="Warm start (hybrid): begin from a published version's weights (default "
+            "version: the current one). Its items and markets keep their rows, new ones "
+            "are added, the model's settings are the version's.",
+        ),
+    ] = None,
 ) -> None:
     """Train on every market, adapt to each market, evaluate on validation and test.
 
@@ -136,7 +176,8 @@ def train_command(
         args = ["cmr", "train", "--data", str(data), "--out", str(out)]
         args += ["--config", str(config)] if config else []
         args += [a for setting in set_ or [] for a in ("--set", setting)]
-        results = train_run(data, out, recipe, command=shlex.join(args))
+        args += ["--init-from", init_from] if init_from else []
+        results = train_run(data, out, recipe, command=shlex.join(args), init_from=init_from)
     print(report([r for r in results if r.split == "test"]))
 
 

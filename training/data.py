@@ -61,9 +61,17 @@ def _k_core(user: IntArray, item: IntArray, k: int) -> NDArray[np.bool_]:
 
 
 def build_interactions(
-    logs: list[MarketLog], duplicates: Duplicates = "first", k_core: int | None = None
+    logs: list[MarketLog],
+    duplicates: Duplicates = "first",
+    k_core: int | None = None,
+    *,
+    base_items: Vocabulary | None = None,
 ) -> Interactions:
     """Index the raw logs: one row per (market, user, item), optionally k-core filtered.
+
+    ``base_items``: a published model's vocabulary, kept whole and in its order, with
+    the data's new items after it (sorted), so every old item keeps its index and
+    its model rows (warm starts, onboarding).
 
     A user who interacted with an item several times keeps one row, the first
     (``duplicates="first"``, the default: the purchase) or the last in time; a
@@ -75,6 +83,9 @@ def build_interactions(
     markets = tuple(m.market for m in logs)
     has_time = all(m.has_time for m in logs)
     vocab = Vocabulary.from_ids(i for m in logs for i in m.items)  # provisional, pre-filter
+    if base_items is not None:
+        new = Vocabulary.from_ids(set(vocab.ids) - set(base_items.ids)).ids
+        vocab = Vocabulary(base_items.ids + new)
     user_ids: list[str] = []
     user_market: list[IntArray] = []
     rows_user: list[IntArray] = []
@@ -105,10 +116,19 @@ def build_interactions(
         rows_time.append(t)
     user = np.concatenate(rows_user)
     time = np.concatenate(rows_time)
-    # Re-index items so the vocabulary holds only items that survived filtering.
-    used, item = np.unique(np.concatenate(rows_item), return_inverse=True)
-    items = Vocabulary(tuple(vocab.ids[j - 1] for j in used))
-    item = item.astype(np.int64) + 1
+    item = np.concatenate(rows_item)
+    if base_items is None:
+        # Re-index items so the vocabulary holds only items that survived filtering.
+        used, item = np.unique(item, return_inverse=True)
+        items = Vocabulary(tuple(vocab.ids[j - 1] for j in used))
+        item = item.astype(np.int64) + 1
+    else:  # the base's items stay, used or not; new items only if they survived
+        n_base = len(base_items)
+        new_used = np.unique(item[item > n_base])
+        items = Vocabulary(base_items.ids + tuple(vocab.ids[j - 1] for j in new_used))
+        remap = np.arange(vocab.size, dtype=np.int64)
+        remap[new_used] = n_base + 1 + np.arange(len(new_used))
+        item = remap[item]
     order = np.lexsort((time, user))  # stable: file order breaks ties in time
     return Interactions(
         markets=markets,
@@ -123,10 +143,15 @@ def build_interactions(
 
 
 def load_interactions(
-    root: Path, duplicates: Duplicates = "first", k_core: int | None = None
+    root: Path,
+    duplicates: Duplicates = "first",
+    k_core: int | None = None,
+    *,
+    base_items: Vocabulary | None = None,
 ) -> Interactions:
     """Read a data folder and index it; see :func:`build_interactions`."""
-    data = build_interactions(read_logs(root), duplicates=duplicates, k_core=k_core)
+    logs = read_logs(root)
+    data = build_interactions(logs, duplicates=duplicates, k_core=k_core, base_items=base_items)
     log.info(
         "loaded %d interactions, %d users, %d items, markets %s",
         len(data.user),

@@ -17,8 +17,8 @@ import contextlib
 import io
 import json
 import logging
-import shutil
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,12 +33,13 @@ from torch import Tensor, nn
 from model_store.catalogue import Catalogue, save_catalogues
 from model_store.manifest import Manifest, StoreError
 from model_store.store import ModelStore, Version, check_version_name
-from model_store.vocab import PAD
+from model_store.vocab import PAD, Vocabulary
 from training.config import named_variant
-from training.data import load_interactions
+from training.data import Interactions, load_interactions
 from training.hybrid import HybridConfig, HybridRecommender
 from training.hybrid_train import load_hybrid
 from training.model import Bert4CMR, Bert4CMRConfig, Variant
+from training.store_model import STATE_FILE, save_state
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +225,14 @@ def load_run(run_dir: Path, variant: str | None = None) -> RunModels:
     )
 
 
+def market_catalogues(data: Interactions) -> dict[str, Catalogue]:
+    """Each market's items and their interaction counts, from all of its rows."""
+    return {
+        code: Catalogue.from_interactions(data.item[data.user_market[data.user] == m])
+        for m, code in enumerate(data.markets)
+    }
+
+
 def _test_metrics(run_dir: Path) -> dict[str, dict[str, dict[str, float]]]:
     metrics = {}
     for path in sorted((run_dir / "metrics").glob("*-test.json")):
@@ -249,19 +258,58 @@ def export_run(
         version = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{cfg['name']}"
         version += f"-as-{variant}" if variant != run.trained_variant else ""
     check_version_name(version)
-    data = load_interactions(Path(data_dir or cfg["data"]))
+    # The run's vocabulary as the base: a warm-started run's keeps its source's order.
+    vocabulary = Vocabulary.load(run_dir / "items.json")
+    data = load_interactions(Path(data_dir or cfg["data"]), base_items=vocabulary)
     if data.items.sha256() != cfg["items_sha256"]:
         raise ValueError(f"the data in {data_dir or cfg['data']} is not the data the run used")
     if list(data.markets) != cfg["markets"]:
         raise ValueError(f"the data has markets {data.markets}, the run {cfg['markets']}")
-    catalogues = {
-        code: Catalogue.from_interactions(data.item[data.user_market[data.user] == m])
-        for m, code in enumerate(data.markets)
-    }
+    catalogues = market_catalogues(data)
     commands = run_dir / "commands.txt"
     command = commands.read_text().splitlines()[0] if commands.is_file() else "unknown"
+    manifest = Manifest(
+        version=version,
+        variant=variant,
+        model=cfg["model"] | ({} if variant == "hybrid" else {"variant": variant}),
+        train=cfg["train"],
+        markets={code: m for m, code in enumerate(cfg["markets"])},
+        pretrained=run.pretrained,
+        graphs=run.market_graphs,
+        items="items.json",
+        catalogues="catalogues.json",
+        # The run measured the variant it trained; another variant's are unknown.
+        metrics=_test_metrics(run_dir) if variant == run.trained_variant else {},
+        files={},  # publish() hashes the files
+        command=command,
+        source_run=str(run_dir.resolve()),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    return publish_version(
+        store,
+        manifest=manifest,
+        graphs=run.graphs,
+        vocabulary=data.items,
+        catalogues=catalogues,
+        promote=promote,
+    )
+
+
+def publish_version(
+    store: ModelStore,
+    *,
+    manifest: Manifest,
+    graphs: Mapping[str, Bert4CMR | HybridRecommender],
+    vocabulary: Vocabulary,
+    catalogues: Mapping[str, Catalogue],
+    promote: bool,
+) -> Version:
+    """Export ``graphs`` (file name -> model), check each against torch, and publish
+    them with the vocabulary, the catalogues and, for the hybrid, its whole state
+    (training/store_model.py), under ``manifest`` (its ``files`` are filled in)."""
+    check_version_name(manifest.version)
     with store.staging() as folder:
-        for name, model in run.graphs.items():
+        for name, model in graphs.items():
             path = folder / name
             path.parent.mkdir(exist_ok=True)
             export_graph(model, path)
@@ -270,23 +318,8 @@ def export_run(
             if worst > PARITY_TOLERANCE:
                 raise StoreError(f"{name}: onnxruntime differs from torch by {worst:.2e}")
             log.info("exported %s (max |onnx - torch| %.1e)", name, worst)
-        shutil.copyfile(run_dir / "items.json", folder / "items.json")
-        save_catalogues(catalogues, folder / "catalogues.json")
-        manifest = Manifest(
-            version=version,
-            variant=variant,
-            model=cfg["model"] | ({} if variant == "hybrid" else {"variant": variant}),
-            train=cfg["train"],
-            markets={code: m for m, code in enumerate(cfg["markets"])},
-            pretrained=run.pretrained,
-            graphs=run.market_graphs,
-            items="items.json",
-            catalogues="catalogues.json",
-            # The run measured the variant it trained; another variant's are unknown.
-            metrics=_test_metrics(run_dir) if variant == run.trained_variant else {},
-            files={},  # publish() hashes the files
-            command=command,
-            source_run=str(run_dir.resolve()),
-            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        )
+            if isinstance(model, HybridRecommender):
+                save_state(model, folder / STATE_FILE)
+        vocabulary.save(folder / manifest.items)
+        save_catalogues(catalogues, folder / manifest.catalogues)
         return store.publish(folder, manifest, promote)

@@ -48,6 +48,7 @@ from training.predict import HybridScorer
 from training.protocols import EvalSet, build_eval_set, market_catalogues
 from training.runs import StageState, finish_run, start_run, write_config
 from training.split import make_split
+from training.store_model import WarmStart, copy_learned
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +68,13 @@ def run_hybrid_stage(
     cfg: HybridTrainConfig,
     stage_dir: Path,
     shared: bool,
+    keep_start: bool = False,
 ) -> StageState:
     """Train on the users of ``markets`` until the validation metric stops improving.
 
     ``shared``: every parameter learns (pre-training); otherwise (adaptation, one
-    market) only that market's own rows.
+    market) only that market's own rows. ``keep_start``: the weights it starts from
+    are validated first and kept unless an epoch does better (always so in adaptation).
     """
     stage_dir.mkdir(parents=True, exist_ok=True)
     weights_file = stage_dir / "best.safetensors"
@@ -100,7 +103,7 @@ def run_hybrid_stage(
         return scores, float(np.mean(scores))
 
     state = StageState()
-    if not shared:  # adaptation keeps what it starts from unless it does better
+    if keep_start or not shared:  # keep what it starts from unless it does better
         _, state.best = validate()
         state.best_epoch = 0
         _save_stage(model, weights_file, markets=markets, shared=shared)
@@ -221,13 +224,24 @@ def load_closed_form(path: Path) -> ClosedForm:
 
 
 def train_hybrid(
-    data_dir: Path, run_dir: Path, *, model_settings: dict[str, Any], cfg: HybridTrainConfig
+    data_dir: Path,
+    run_dir: Path,
+    *,
+    model_settings: dict[str, Any],
+    cfg: HybridTrainConfig,
+    warm: WarmStart | None = None,
 ) -> list[Result]:
-    """Fit the closed form, pre-train on every market, adapt each market, evaluate."""
+    """Fit the closed form, pre-train on every market, adapt each market, evaluate.
+
+    ``warm``: start from a published version's weights (training/store_model.py): its
+    vocabulary is kept and grown, its items and markets keep their rows, the closed
+    form is fitted afresh, and each stage keeps its start unless it does better."""
     device = start_run(cfg.threads, cfg.seed, cfg.device)
     started = time.perf_counter()
-    data = load_interactions(data_dir)
+    data = load_interactions(data_dir, base_items=warm.stored.vocabulary if warm else None)
     split = make_split(data, cfg.split_scheme, cfg.seed)
+    if warm is not None:
+        model_settings = warm.model_settings(model_settings)
     model_cfg = HybridConfig(n_items=data.items.size, n_markets=len(data.markets), **model_settings)
     name = hybrid_name(model_cfg, cfg)
     write_config(
@@ -238,6 +252,7 @@ def train_hybrid(
         data=data,
         model=model_cfg,
         train=cfg,
+        init_from=warm.ref if warm else None,
     )
     blocks = Blocks(
         global_lambda=model_cfg.ease_lambda,
@@ -256,13 +271,24 @@ def train_hybrid(
     folds = fold_fits(split, blocks, folds=cfg.folds, seed=cfg.seed)
     sets = UserSets.build(split, fold=folds.fold, max_history=model_cfg.max_history)
     valid = [build_eval_set(split, p, "valid", seed=cfg.seed) for p in cfg.valid_protocols]
-    model = HybridRecommender(model_cfg, closed).to(device)
+    model = HybridRecommender(model_cfg, closed)
+    if warm is not None:
+        carried = copy_learned(model, warm.stored, markets=data.markets)
+        new_items = data.items.size - warm.stored.model.config.n_items
+        log.info(
+            "warm start from %s: %d new items, markets carried over: %s",
+            warm.ref,
+            new_items,
+            ",".join(carried) or "none",
+        )
+    model = model.to(device)
     stage: dict[str, Any] = {"sets": sets, "folds": folds, "valid": valid, "cfg": cfg}
     every = list(range(len(data.markets)))
     stages: dict[str, StageState] = {}
     stages["pretrain"] = run_hybrid_stage(
-        "pretrain", model, markets=every, stage_dir=run_dir / "pretrained", shared=True, **stage
-    )
+        "pretrain", model, markets=every, stage_dir=run_dir / "pretrained", shared=True,
+        keep_start=warm is not None, **stage,
+    )  # fmt: skip
     for m, code in enumerate(data.markets if cfg.adapt else ()):
         stages[code] = run_hybrid_stage(
             f"adapt {code}", model, markets=[m], stage_dir=run_dir / "markets" / code,

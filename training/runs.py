@@ -93,6 +93,7 @@ def write_config(
     data: Interactions,
     model: Any,
     train: Any,
+    init_from: str | None = None,
 ) -> None:
     """Record the recipe (``model`` and ``train`` are dataclasses) and the vocabulary;
     a resumed run must have the same recipe."""
@@ -104,7 +105,7 @@ def write_config(
         "items_sha256": data.items.sha256(),
         "model": dataclasses.asdict(model),
         "train": dataclasses.asdict(train),
-    }
+    } | ({"init_from": init_from} if init_from else {})
     path = run_dir / "config.json"
     text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
     if path.exists():

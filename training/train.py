@@ -13,11 +13,25 @@ from training.bert4cmr_train import train_bert4cmr
 from training.config import Recipe, TrainConfig
 from training.evaluate import Result
 from training.hybrid_train import train_hybrid
+from training.store_model import WarmStart, load_stored_hybrid, parse_store_ref
 
 
-def train_run(data_dir: Path, run_dir: Path, recipe: Recipe, *, command: str = "") -> list[Result]:
+def train_run(
+    data_dir: Path,
+    run_dir: Path,
+    recipe: Recipe,
+    *,
+    command: str = "",
+    init_from: str | None = None,
+) -> list[Result]:
     """Train ``recipe`` into ``run_dir`` and evaluate it; resumable. ``command`` (what
-    started it) is appended to ``commands.txt``, for the model store."""
+    started it) is appended to ``commands.txt``, for the model store. ``init_from``
+    (``STORE[:VERSION]``, hybrid only): start from that published version's weights."""
+    warm = None
+    if init_from is not None:
+        if isinstance(recipe.train, TrainConfig):
+            raise ValueError("--init-from: only the hybrid family can be warm-started")
+        warm = WarmStart(init_from, load_stored_hybrid(*parse_store_ref(init_from)))
     run_dir.mkdir(parents=True, exist_ok=True)
     if command:
         with (run_dir / "commands.txt").open("a") as f:
@@ -28,7 +42,9 @@ def train_run(data_dir: Path, run_dir: Path, recipe: Recipe, *, command: str = "
     try:
         if isinstance(recipe.train, TrainConfig):
             return train_bert4cmr(data_dir, run_dir, model_settings=recipe.model, cfg=recipe.train)
-        return train_hybrid(data_dir, run_dir, model_settings=recipe.model, cfg=recipe.train)
+        return train_hybrid(
+            data_dir, run_dir, model_settings=recipe.model, cfg=recipe.train, warm=warm
+        )
     finally:
         logging.getLogger("training").removeHandler(handler)
         handler.close()
