@@ -168,9 +168,13 @@ def build_eval_set(
     negatives = np.full((len(users), width), PAD, np.int64)
     if width:
         protocol_code, split_code = PROTOCOLS.index(protocol), ("valid", "test").index(split_name)
+        ids = np.asarray(data.items.ids, dtype=object)
         for m in range(len(data.markets)):
             rng = np.random.default_rng([seed, protocol_code, split_code, m])
             pool = global_pool if protocol == "paper" else catalogues[m]
+            # Drawn in item-id order: a warm-started run's vocabulary (old items first)
+            # then draws what a cold run's (sorted by id) draws.
+            pool = pool[np.argsort(ids[pool - 1], kind="stable")]
             for row in np.flatnonzero(market == m):
                 user = users[row]
                 exclude = np.concatenate([histories[row], [held_out[user], other[user]]])
