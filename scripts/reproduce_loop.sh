@@ -65,6 +65,12 @@ onboard() { # MARKET SEED DIR: onboard MARKET onto DIR/store-left-MARKET
     echo "onboard command: $(( ($(date +%s%N) - start) / 1000000 )) ms" >>"$dir/onboard-$code.log"
     mv "$dir/onboard-$code.part.json" "$dir/onboard-$code.json"
 }
+baselines() { # SEED DIR: popularity and EASE^R on all the data, the runs' candidates
+    [ -f "$2/baselines.json" ] && return 0
+    "${cmr[@]}" evaluate --data "$data" --split-scheme temporal --seed "$1" --protocol market \
+        --protocol full --model popularity --model ease --json "$2/baselines.json" \
+        >"$2/baselines.log" 2>&1
+}
 evaluate() { # MARKET SEED DIR STORE NAME: the store beside popularity and EASE^R, market alone
     [ -f "$3/eval-$5-$1.json" ] && return 0
     "${cmr[@]}" evaluate --data "$sub/only-$1" --split-scheme temporal --seed "$2" \
@@ -103,6 +109,7 @@ stamp "chains done (failed: $failed)"
 
 for seed in "${seeds[@]}"; do
     dir=$out/s$seed
+    baselines "$seed" "$dir" &
     for code in "${markets[@]}"; do
         [ -f "$dir/store-cold/current" ] && evaluate "$code" "$seed" "$dir" "$dir/store-cold" cold &
         [ -f "$dir/onboard-$code.json" ] &&
