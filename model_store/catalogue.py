@@ -8,7 +8,7 @@ stores both: item indices (the vocabulary's) and their interaction counts.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +34,18 @@ class Catalogue:
     def from_interactions(cls, items: IntArray) -> Catalogue:
         """From the item index of each of the market's interactions."""
         ids, counts = np.unique(items, return_counts=True)
+        order = np.lexsort((ids, -counts))
+        return cls(ids[order].astype(np.int64), counts[order].astype(np.int64))
+
+    @classmethod
+    def pooled(cls, catalogues: Iterable[Catalogue]) -> Catalogue:
+        """Every item of ``catalogues`` with its counts summed over them."""
+        parts = list(catalogues)
+        if not parts:
+            return cls(np.zeros(0, np.int64), np.zeros(0, np.int64))
+        ids, at = np.unique(np.concatenate([c.items for c in parts]), return_inverse=True)
+        counts = np.zeros(len(ids), np.int64)
+        np.add.at(counts, at, np.concatenate([c.counts for c in parts]))
         order = np.lexsort((ids, -counts))
         return cls(ids[order].astype(np.int64), counts[order].astype(np.int64))
 

@@ -18,7 +18,8 @@ fi
 $venv/bin/python -m service --help >/dev/null
 echo "python -m service --help: ok"
 # Every service test module but those that need redis-server, trained graphs or
-# other processes (test_integration, the event log's, and the system tests beside it).
+# other processes (test_integration, test_onboarding, the event log's, and the system
+# tests beside it).
 mapfile -t unit < <(ls tests/service/test_*.py tests/service/routes/test_*.py |
-    grep -v -E "test_(integration|event_log|event_export|deploy|fuzz|prometheus|api)\.py$")
+    grep -v -E "test_(integration|onboarding|event_log|event_export|deploy|fuzz|prometheus|api)\.py$")
 $venv/bin/python -m pytest -q -p no:cacheprovider "${unit[@]}"

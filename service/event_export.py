@@ -23,14 +23,12 @@ import redis
 from redis.exceptions import RedisError
 
 from service.errors import ExportFailed
-from service.event_log import STREAM_PATTERN, LogEntry, market_of
+from service.event_log import MARKET_CODE, STREAM_PATTERN, LogEntry, market_of
 from service.export_files import ExportState, MarketFile, reconcile
 
 BATCH = 10_000  # entries per XRANGE, and per write of rows then state
 CHUNK = 500  # streams per pipeline
 MAX_SEQ = 2**64 - 1
-# What training/market_files.py takes as a market code in a file name.
-_MARKET = re.compile(r"[a-z0-9][a-z0-9-]*")
 _ID = re.compile(r"(\d+)(?:-(\d+))?")
 
 Position = tuple[int, int]  # a stream entry id, (ms, seq)
@@ -149,7 +147,7 @@ def export_events(
             streams = log_streams(client)
             done = []
             for market in sorted(streams) if markets is None else sorted(markets):
-                if not _MARKET.fullmatch(market):
+                if not MARKET_CODE.fullmatch(market):
                     say(f"{market!r}: skipped: not a market code a file name can carry")
                     continue
                 found = streams.get(market, [])

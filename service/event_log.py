@@ -35,6 +35,9 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 STREAM_PATTERN = "cmr:{log*}:*"
 _STREAM = re.compile(r"cmr:\{log(?:-\d+)?\}:(?P<market>.+)")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# A market code as training/market_files.py reads it from a file name: what the export
+# can write a market's file under, and so what a market's events can be trained from.
+MARKET_CODE = re.compile(r"[a-z0-9][a-z0-9-]*")
 
 
 @cache

@@ -1,11 +1,12 @@
 """A model version as the service holds it: its scoring graphs, its markets, and what
 a request asks of them (the user's known history, the candidates, popularity, the
-top k). Loading one is service/loading.py; a ``LoadedVersion`` never changes, a
-reload builds a new one.
+top k), and the pooled popularity that ranks a new market no model knows yet. Loading
+one is service/loading.py; a ``LoadedVersion`` never changes, a reload builds a new one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Protocol
@@ -17,7 +18,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from model_store.catalogue import Catalogue
 from model_store.vocab import PAD, IntArray, Vocabulary, find_sorted
-from service.errors import ScoringFailed
+from service.errors import ScoringFailed, UnknownMarket
 
 Scores = NDArray[np.float32]
 
@@ -64,11 +65,9 @@ class OnnxGraph:
 
 
 @dataclass(frozen=True)
-class MarketModel:
-    code: str
-    index: int  # the graphs' market input
-    graph: Graph
-    own_parameters: bool  # scored with the market's own parameters, not the shared ones
+class Popularity:
+    """A catalogue, what a request ranks from it, and each item's popularity there."""
+
     catalogue: Catalogue
 
     def candidates(
@@ -80,7 +79,7 @@ class MarketModel:
         exclude_seen: bool,
     ) -> IntArray:
         """The request's own candidates (known items, first occurrence, in order) or else
-        the market's catalogue, minus the user's items when ``exclude_seen``."""
+        the catalogue, minus the user's items when ``exclude_seen``."""
         if requested is None:
             candidates = self.catalogue.items
             if exclude_seen and len(seen):
@@ -102,10 +101,20 @@ class MarketModel:
         return catalogue.items[order], catalogue.counts[order] / total
 
     def popularity(self, candidates: IntArray) -> Scores:
-        """Each candidate's share of the market's interactions (0 for items it never sold)."""
+        """Each candidate's share of the catalogue's interactions (0 for items never sold)."""
         items, shares = self._by_item
         at, found = find_sorted(items, candidates)
         return np.where(found, shares[at], 0.0).astype(np.float32)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MarketModel(Popularity):
+    """A market the version's model scores; its popularity is the market's own."""
+
+    code: str
+    index: int  # the graphs' market input
+    graph: Graph
+    own_parameters: bool  # scored with the market's own parameters, not the shared ones
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,22 @@ class LoadedVersion:
     max_history: int
     vocabulary: Vocabulary
     markets: dict[str, MarketModel]
+
+    def ranking(self, market: str, *, new_markets: Collection[str]) -> MarketModel | Popularity:
+        """The market's model; for a market of ``new_markets`` that this version does not
+        know, popularity pooled over every market it does; else ``UnknownMarket``."""
+        model = self.markets.get(market)
+        if model is not None:
+            return model
+        if market in new_markets:
+            return self.pooled
+        raise UnknownMarket(f"unknown market {market!r}; GET /markets lists them")
+
+    @cached_property
+    def pooled(self) -> Popularity:
+        """Popularity over every market's catalogue, counts summed: what a new market
+        (CMR_NEW_MARKETS) is ranked by until a version knows it; made once per version."""
+        return Popularity(Catalogue.pooled(m.catalogue for m in self.markets.values()))
 
     def known_history(self, item_ids: list[str]) -> IntArray:
         """The most recent ``max_history`` items the model knows, oldest first, as indices."""

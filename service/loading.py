@@ -101,7 +101,13 @@ def load_version(
             graphs[name] = OnnxGraph(name, session, active_provider(session))
         if code not in catalogues:
             raise StoreError(f"version {manifest.version}: no catalogue for market {code!r}")
-        markets[code] = MarketModel(code, index, graphs[name], own, catalogues[code])
+        markets[code] = MarketModel(
+            code=code,
+            index=index,
+            graph=graphs[name],
+            own_parameters=own,
+            catalogue=catalogues[code],
+        )
     max_history = int(manifest.model.get("max_history", 50))
     warm_up(list(markets.values()), vocabulary.size, max_history=max_history)
     providers = {g.provider for g in graphs.values()}

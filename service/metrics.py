@@ -51,6 +51,13 @@ class Metrics:
         self.candidates = Counter(
             "cmr_candidates_scored", "Candidates scored.", ["market"], registry=r
         )
+        self.fallbacks = Counter(
+            "cmr_recommend_fallbacks",
+            "Recommendations ranked by popularity: a user without known history, or a new "
+            "market (CMR_NEW_MARKETS) that the served version does not know yet.",
+            ["market"],
+            registry=r,
+        )
         self.events = Counter("cmr_events_ingested", "Events appended.", ["market"], registry=r)
         self.duplicates = Counter(
             "cmr_events_duplicate", "Events dropped as already seen.", ["market"], registry=r

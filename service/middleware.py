@@ -68,7 +68,8 @@ class RequestMetrics:
                 path = getattr(scope.get("route"), "path", "unmatched")
                 market = scope.get("path_params", {}).get("market", "")
                 loaded = resources.reloader.loaded
-                if market and (loaded is None or market not in loaded.markets):
+                known = loaded is not None and market in loaded.markets
+                if market and not known and market not in resources.settings.new_markets:
                     market = "unknown"  # never a label value a client can invent
                 metrics = resources.metrics
                 metrics.requests.labels(path, market, str(status)).inc()

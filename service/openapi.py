@@ -1,6 +1,6 @@
 """/openapi.json: FastAPI's own document, plus what it cannot see: the error body's
 schema, what the request guard answers (service/middleware.py), and the markets of
-the version served (so an unknown market is invalid input there)."""
+the version served and the new ones (so an unknown market is invalid input there)."""
 
 from __future__ import annotations
 
@@ -20,14 +20,21 @@ def served_openapi(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         resources = getattr(app.state, "resources", None)  # made in the lifespan
-        loaded = resources.reloader.loaded if resources is not None else None
-        markets = tuple(sorted(loaded.markets)) if loaded is not None else ()
+        markets: tuple[str, ...] = ()
+        if resources is not None and resources.reloader.loaded is not None:
+            # The new markets are served too, by popularity until a version knows them.
+            known = resources.reloader.loaded.markets
+            markets = tuple(sorted({*known, *resources.settings.new_markets}))
         if markets not in made:
             schema = copy.deepcopy(generate())
             add_schemas(schema, ErrorOut)
             middleware.document(schema)
             if markets:
-                described = {"enum": list(markets), "description": "A market served now"}
+                described = {
+                    "enum": list(markets),
+                    "description": "A market served now (a new one by popularity until a "
+                    "version knows it: GET /markets)",
+                }
                 schema["components"]["schemas"]["EventIn"]["properties"]["market"] |= described
                 recommend = schema["paths"]["/markets/{market}/recommend"]["post"]
                 recommend["parameters"][0]["schema"] |= described

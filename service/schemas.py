@@ -82,9 +82,14 @@ class RecommendOut(BaseModel):
 
 class MarketOut(BaseModel):
     market: str
-    graph: str  # the graph file in the model version; markets may share one call of it
+    # The graph file in the model version (markets may share one call of it); None for
+    # a new market that no graph scores yet.
+    graph: str | None
     own_parameters: bool  # False: the shared (pre-trained) parameters score this market
     catalogue_size: int
+    # "popularity": a new market (CMR_NEW_MARKETS) the served version does not know,
+    # ranked by popularity pooled over every market until a version knows it.
+    fallback: Literal["popularity"] | None = None
 
 
 class MarketsOut(BaseModel):

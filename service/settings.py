@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.event_log import MARKET_CODE
 from service.sessions import Provider
+
+
+def _comma_separated(value: object) -> object:
+    """``"xx, yy"`` -> ``("xx", "yy")``; an empty string is no markets."""
+    if isinstance(value, str):
+        return tuple(code.strip() for code in value.split(",") if code.strip())
+    return value
+
+
+# NoDecode: pydantic-settings would read a tuple from the environment as JSON.
+MarketCodes = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_separated)]
 
 
 class Settings(BaseSettings):
@@ -68,12 +81,30 @@ class Settings(BaseSettings):
     )
     reload_interval_s: float = Field(10.0, ge=0, description="Polling for a new current; 0 off.")
     max_body_bytes: int = Field(1 << 20, ge=1024)
+    # Onboarding (`cmr onboard`): a market's shop can open before a version knows it.
+    new_markets: MarketCodes = Field(
+        (),
+        description="Markets accepted before a model version knows them (comma-separated): "
+        "events are stored and logged; recommendations rank by popularity until a version "
+        "with the market is loaded.",
+    )
 
     def threads_per_call(self) -> int:
         """The onnxruntime intra-op threads of each session."""
         if self.intra_threads:
             return self.intra_threads
         return max(1, len(os.sched_getaffinity(0)) // self.scoring_workers)
+
+    @field_validator("new_markets")
+    @classmethod
+    def _market_codes(cls, codes: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [code for code in codes if not MARKET_CODE.fullmatch(code)]
+        if bad:
+            raise ValueError(
+                f"CMR_NEW_MARKETS: {', '.join(map(repr, bad))} not market codes (lowercase "
+                "letters, digits and '-', starting with a letter or digit)"
+            )
+        return tuple(dict.fromkeys(codes))  # in order, once each
 
     @model_validator(mode="after")
     def _key_outside_development(self) -> Settings:

@@ -27,8 +27,10 @@ async def post_events(body: EventsIn, resources: Res, loaded: Loaded) -> EventsO
     without an event_id are never duplicates. A 503 (Redis not answering in time)
     may still have stored some or all of the events: retry with the same event_ids,
     which is safe, as the stored ones count as duplicates. An event for a market the
-    served model does not know is invalid (422)."""
-    unknown_markets = sorted({e.market for e in body.events} - set(loaded.markets))
+    served model does not know is invalid (422), unless the market is a new one
+    (CMR_NEW_MARKETS), whose events are stored and logged as any other's."""
+    served = set(loaded.markets).union(resources.settings.new_markets)
+    unknown_markets = sorted({e.market for e in body.events} - served)
     if unknown_markets:
         raise InvalidRequest(f"unknown market(s): {', '.join(unknown_markets)}")
     events = [

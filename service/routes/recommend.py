@@ -40,6 +40,7 @@ from service.errors import (
     error_response,
     validation_detail,
 )
+from service.graphs import MarketModel
 from service.schemas import RecommendIn, RecommendOut
 
 log = logging.getLogger(__name__)
@@ -96,22 +97,24 @@ router = APIRouter(route_class=JSONBodyRoute)
 )
 async def recommend(market: str, body: RecommendIn, resources: Res) -> dict[str, Any]:
     """The user's ranking of the given candidates, or else of the market's catalogue;
-    the market's popularity for a user without history."""
+    the market's popularity for a user without history. A new market (CMR_NEW_MARKETS)
+    that the served version does not know yet is ranked by every market's popularity."""
     loaded = resources.reloader.serving()  # one version for the whole request, even mid-reload
-    model = loaded.markets.get(market)
-    if model is None:
-        raise UnknownMarket(f"unknown market {market!r}; GET /markets lists them")
+    ranking = loaded.ranking(market, new_markets=resources.settings.new_markets)
     stored = await resources.history.history(market, body.user_id)
     seen = loaded.known_history(stored)
-    candidates = model.candidates(
+    candidates = ranking.candidates(
         loaded.vocabulary, body.candidates, seen=seen, exclude_seen=body.exclude_seen
     )
-    if len(seen) == 0 or len(candidates) == 0:
-        fallback = "popularity" if len(seen) == 0 else None
-        scores = model.popularity(candidates)
+    fallback: str | None = None
+    if not isinstance(ranking, MarketModel) or len(seen) == 0:
+        fallback = "popularity"  # no model for the market yet, or no known history
+        scores = ranking.popularity(candidates)
+        resources.metrics.fallbacks.labels(market).inc()
+    elif len(candidates) == 0:
+        scores = ranking.popularity(candidates)  # nothing to score
     else:
-        fallback = None
-        scores = await resources.scorer.score(seen, candidates, model)
+        scores = await resources.scorer.score(seen, candidates, ranking)
         resources.metrics.candidates.labels(market).inc(len(candidates))
     if not np.isfinite(scores).all():
         bad = int(np.count_nonzero(~np.isfinite(scores)))

@@ -146,3 +146,12 @@ def test_catalogue_orders_by_popularity_and_round_trips(tmp_path: Path) -> None:
     assert loaded.items.tolist() == [5, 3, 7, 9] and loaded.counts.tolist() == [3, 2, 1, 1]
     with pytest.raises(ValueError, match="real item indices"):
         Catalogue(np.array([0, 1]), np.array([1, 1]))
+
+
+def test_pooled_catalogue_sums_counts_over_markets() -> None:
+    a = Catalogue(np.array([1, 2, 3], dtype=np.int64), np.array([6, 3, 2], dtype=np.int64))
+    b = Catalogue(np.array([3, 4, 2], dtype=np.int64), np.array([4, 4, 1], dtype=np.int64))
+    pooled = Catalogue.pooled([a, b])
+    assert pooled.items.tolist() == [1, 3, 2, 4]  # 6, 6, 4, 4: ties lower index first
+    assert pooled.counts.tolist() == [6, 6, 4, 4]
+    assert len(Catalogue.pooled([])) == 0

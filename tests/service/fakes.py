@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -96,14 +96,23 @@ def fake_version(
     markets: Sequence[str] = ("aa", "bb", "cc"),
     items: int = 120,
     graph: EmbeddingGraph | None = None,
+    catalogues: Mapping[str, Catalogue] | None = None,
 ) -> LoadedVersion:
     """Like the tiny store's version: ``items`` items I00001.., every market selling all
-    of them (most popular first in item order), all markets scored by one ``graph``."""
+    of them (most popular first in item order) unless ``catalogues`` says otherwise, all
+    markets scored by one ``graph``."""
     vocabulary = Vocabulary.from_ids(f"I{i:05d}" for i in range(1, items + 1))
     graph = graph or EmbeddingGraph(items)
-    catalogue = Catalogue(np.arange(1, items + 1), np.arange(items, 0, -1))
+    every = Catalogue(np.arange(1, items + 1), np.arange(items, 0, -1))
     models = {
-        code: MarketModel(code, index, graph, True, catalogue) for index, code in enumerate(markets)
+        code: MarketModel(
+            code=code,
+            index=index,
+            graph=graph,
+            own_parameters=True,
+            catalogue=(catalogues or {}).get(code, every),
+        )
+        for index, code in enumerate(markets)
     }
     return LoadedVersion(name, "hybrid", "cpu", 50, vocabulary, models)
 

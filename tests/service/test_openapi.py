@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from tests.service.conftest import ERROR_OUT, KEY, RECOMMEND, Api, events_of
+from tests.service.conftest import ERROR_OUT, KEY, RECOMMEND, Api, events_of, running_fake
 
 pytestmark = pytest.mark.anyio
 
@@ -58,3 +60,11 @@ async def test_the_recommend_route_is_documented(api: Api) -> None:
     assert {"RecommendIn", "RecommendOut", "ScoredItem", "ErrorOut"} <= set(
         spec["components"]["schemas"]
     )
+
+
+async def test_new_markets_are_valid_markets_in_the_document(tmp_path: Path) -> None:
+    async with running_fake(tmp_path, new_markets="dd,aa") as api:
+        spec = (await api.http.get("/openapi.json")).json()
+    event = spec["components"]["schemas"]["EventIn"]["properties"]["market"]
+    path = spec["paths"][RECOMMEND]["post"]["parameters"][0]["schema"]
+    assert event["enum"] == path["enum"] == ["aa", "bb", "cc", "dd"]

@@ -39,7 +39,9 @@ class CountingGraph:
 
 def _market(graph: CountingGraph, index: int) -> MarketModel:
     catalogue = Catalogue(np.array([1]), np.array([1]))
-    return MarketModel(f"m{index}", index, graph, True, catalogue)
+    return MarketModel(
+        code=f"m{index}", index=index, graph=graph, own_parameters=True, catalogue=catalogue
+    )
 
 
 async def _scorer(**kwargs: Any) -> BatchingScorer:

@@ -25,3 +25,20 @@ def test_onnxruntime_threads_split_the_cores_among_scoring_workers(tmp_path: Pat
     assert many.threads_per_call() == 1  # never 0, which would mean "every core" to onnxruntime
     pinned = Settings(store=tmp_path, development=True, scoring_workers=2, intra_threads=3)
     assert pinned.threads_per_call() == 3
+
+
+def test_new_markets_are_read_comma_separated_and_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert Settings(store=tmp_path, development=True).new_markets == ()
+    monkeypatch.setenv("CMR_NEW_MARKETS", " xx, y-2,,xx ")
+    assert Settings(store=tmp_path, development=True).new_markets == ("xx", "y-2")
+    monkeypatch.setenv("CMR_NEW_MARKETS", "")
+    assert Settings(store=tmp_path, development=True).new_markets == ()
+    # Only codes a market file's name can carry: `cmr events export` must write them.
+    for bad in ["XX", "x y", "-x", "x_y", '["xx"]']:
+        monkeypatch.setenv("CMR_NEW_MARKETS", bad)
+        with pytest.raises(ValidationError, match=r"CMR_NEW_MARKETS: .* not market codes"):
+            Settings(store=tmp_path, development=True)
+    monkeypatch.delenv("CMR_NEW_MARKETS")
+    assert Settings(store=tmp_path, development=True, new_markets="ab").new_markets == ("ab",)
