@@ -1,5 +1,5 @@
 """The training package's commands (``cmr data``, ``evaluate``, ``train``, ``compare``,
-``export``), composed into ``cmr`` by cmr/cli.py.
+``export``, ``onboard``, ``report``), composed into ``cmr`` by cmr/cli.py.
 
 Heavy imports (numpy, scipy, torch) sit inside the commands, so ``cmr --help`` and the
 other packages' commands never load torch.
@@ -19,6 +19,7 @@ from model_store.cli import StoreDir
 from training.cli_evaluate import evaluate_command
 from training.cli_onboard import onboard_command
 from training.cli_options import DataDir, training_errors
+from training.cli_report import report_app
 
 app = typer.Typer(
     help="Data, baselines, training, evaluation and export.",
@@ -27,6 +28,7 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect, fetch or generate interaction data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.add_typer(report_app, name="report")
 app.command("evaluate")(evaluate_command)
 app.command("onboard")(onboard_command)
 

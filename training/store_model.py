@@ -66,7 +66,7 @@ def load_stored_hybrid(store_dir: Path, version: str | None = None) -> StoredHyb
     if manifest.variant != "hybrid":
         raise StoreError(
             f"version {manifest.version} is a Bert4CMR ({manifest.variant}) version; "
-            "only hybrid versions can be warm-started or onboarded onto"
+            "only hybrid versions load as a hybrid model (warm starts, onboarding, reports)"
         )
     if STATE_FILE not in manifest.files:
         raise StoreError(

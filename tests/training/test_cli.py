@@ -30,6 +30,8 @@ runner = CliRunner()
         ["evaluate"],
         ["train"],
         ["compare"],
+        ["report"],
+        ["report", "markets"],
     ],
 )
 def test_every_command_has_help(command: list[str]) -> None:
