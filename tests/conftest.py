@@ -114,6 +114,39 @@ def tiny_store(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Vers
     return export_run(tiny_run, store, version="tiny-1")
 
 
+def write_new_market(synth_dir: Path, dest: Path, code: str = "dd") -> Path:
+    """A market no tiny version knows: cc's rows under other user ids, plus items no
+    other market sells (three per user, for the first 30 users)."""
+    rows = (synth_dir / "cc_5core.txt").read_text().splitlines()[1:]
+    lines = ["user\titem\ttimestamp"]
+    for row in rows:
+        user, item, _, date = row.split()
+        lines.append(f"{code}-{user}\t{item}\t{date}")
+    users = sorted({line.split("\t")[0] for line in lines[1:]})[:30]
+    lines += [f"{u}\tnew-{k}\t2016-0{k + 1}-01" for u in users for k in range(3)]
+    dest.mkdir(parents=True, exist_ok=True)
+    path = dest / f"{code}.tsv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_onboarded(
+    tiny_store: Version, synth_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Version:
+    """A copy of the tiny store with market dd onboarded onto tiny-1 (`cmr onboard`),
+    published as "tiny-dd", not promoted."""
+    root = tmp_path_factory.mktemp("onboarded") / "store"
+    shutil.copytree(tiny_store.path.parents[1], root)
+    data = write_new_market(synth_dir, tmp_path_factory.mktemp("dd"))
+    args = ["onboard", "--store", str(root), "--market", "dd", "--data", str(data)]
+    args += ["--new-version", "tiny-dd", "--no-promote", "--max-epochs", "4"]
+    args += ["--set", "folds=3", "--set", "batch_size=64"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return ModelStore(root).open("tiny-dd")
+
+
 @pytest.fixture
 def store(tiny_store: Version, tmp_path: Path) -> ModelStore:
     """A private copy of the tiny store (current: tiny-1), free to change."""

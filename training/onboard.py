@@ -41,7 +41,7 @@ from training.hybrid_train import run_hybrid_stage
 from training.market_files import MarketLog
 from training.predict import HybridScorer
 from training.protocols import PROTOCOLS, build_eval_set
-from training.runs import start_run
+from training.runs import StageState, start_run
 from training.split import Split, make_split
 from training.store_model import StoredHybrid, copy_learned
 
@@ -54,6 +54,7 @@ class Onboarded:
     split: Split  # the new market's users only, market indices of the new model
     results: list[Result]  # test split: the onboarded model, popularity, EASE^R
     seconds: float  # from reading the data to the trained model
+    stage: StageState  # epochs and the best one (0: the shared rows and own block alone)
 
 
 def with_market(base: ClosedForm, fit: ClosedForm, *, market: int) -> ClosedForm:
@@ -134,7 +135,7 @@ def onboard_market(
     tests = [build_eval_set(split, p, "test", seed=cfg.seed) for p in protocols]
     results = [evaluate(scorer, t) for t in tests]
     results += evaluate_baselines(split, ["popularity", "ease"], protocols, seed=cfg.seed)
-    return Onboarded(model=model, split=split, results=results, seconds=seconds)
+    return Onboarded(model=model, split=split, results=results, seconds=seconds, stage=state)
 
 
 def publish_onboarded(
@@ -150,6 +151,9 @@ def publish_onboarded(
     data = onboarded.split.data
     code = data.markets[-1]
     old = stored.manifest
+    stage = onboarded.stage
+    trained: dict[str, float] = {"epochs": stage.epoch, "best_epoch": stage.best_epoch}
+    trained["seconds"] = round(onboarded.seconds, 1)
     metrics = {p: dict(markets) for p, markets in old.metrics.items()}
     for result in onboarded.results:
         if result.model == onboarded.results[0].model:
@@ -161,6 +165,8 @@ def publish_onboarded(
         markets={c: m for m, c in enumerate(data.markets)},
         graphs=dict.fromkeys(data.markets, "model.onnx"),
         metrics=metrics,
+        # How each onboarded market was trained, beside the recipe of the others.
+        train=old.train | {f"onboarded_{code}": trained},
         files={},
         command=command,
         source_run=f"{old.source_run} + onboarded {code} onto version {old.version}",
