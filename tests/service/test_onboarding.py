@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -18,10 +19,11 @@ import numpy as np
 import pytest
 
 from model_store.catalogue import Catalogue, load_catalogues
-from model_store.store import ModelStore
+from model_store.store import ModelStore, Version
 from model_store.vocab import Vocabulary
 from tests.service.conftest import KEY, Api, clone_version, log_entries, running, settings
 from training.export import PARITY_TOLERANCE, load_run, torch_scores
+from training.store_model import load_stored_hybrid
 
 pytestmark = pytest.mark.anyio
 
@@ -99,3 +101,45 @@ async def test_a_new_market_is_served_by_popularity_until_its_version_is_loaded(
         assert listed["cc"]["fallback"] is None and listed["cc"]["graph"] == "model.onnx"
         assert api.metric("cmr_recommend_fallbacks_total", market="cc") == 1
         assert api.metric("cmr_candidates_scored_total", market="cc") == len(candidates)
+
+
+async def test_a_market_onboarded_by_cmr_onboard_is_served_after_the_reload(
+    tiny_onboarded: Version, flushed_redis: str, tmp_path: Path
+) -> None:
+    """The same path with the version `cmr onboard` published (tests/conftest.py): dd,
+    unknown to tiny-1, is on popularity until tiny-dd is promoted and loaded, then
+    scored by tiny-dd's graph with dd's own parameters (row 3)."""
+    root = tmp_path / "store"
+    shutil.copytree(tiny_onboarded.path.parents[1], root)
+    store = ModelStore(root)
+    assert store.current() == "tiny-1"
+    vocab = Vocabulary.load(tiny_onboarded.file("items.json"))
+    dd = load_catalogues(tiny_onboarded.file("catalogues.json"))["dd"]
+    items = [vocab.item(i) for i in dd.items.tolist()]
+    new = [i for i in items if i.startswith("new-")]
+    history, candidates = items[5:9], items[:5] + items[9:30] + new
+    config = settings(root, flushed_redis, new_markets="dd", reload_interval_s=0.05)
+    async with running(config) as api:
+        events = [{"market": "dd", "user_id": "u", "item_id": i} for i in history]
+        assert (await api.http.post("/events", json={"events": events}, headers=KEY)).is_success
+        request = {"user_id": "u", "candidates": candidates, "k": 10}
+        before = (await api.http.post("/markets/dd/recommend", json=request)).json()
+        assert before["fallback"] == "popularity" and before["model_version"] == "tiny-1"
+        # tiny-1 has never seen the new items: they are unknown candidates, not ranked.
+        assert not {i["item_id"] for i in before["items"]} & set(new)
+
+        store.promote("tiny-dd")
+        await _serving(api, "tiny-dd")
+        after = (await api.http.post("/markets/dd/recommend", json=request)).json()
+        assert after["fallback"] is None and after["model_version"] == "tiny-dd"
+        model = load_stored_hybrid(root, "tiny-dd").model
+        inputs = {
+            "history": vocab.lookup(history)[None, :],
+            "candidates": vocab.lookup(candidates)[None, :],
+            "market": np.array([3]),  # dd's own row and block
+        }
+        expected = torch_scores(model, inputs)[0]
+        order = np.argsort(-expected, kind="stable")[:10]
+        assert [i["item_id"] for i in after["items"]] == [candidates[i] for i in order]
+        served = np.array([i["score"] for i in after["items"]])
+        assert np.abs(served - expected[order]).max() <= PARITY_TOLERANCE
