@@ -114,6 +114,9 @@ def tiny_store(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Vers
     return export_run(tiny_run, store, version="tiny-1")
 
 
+ONBOARD_RESULTS = "onboard.json"
+
+
 def write_new_market(synth_dir: Path, dest: Path, code: str = "dd") -> Path:
     """A market no tiny version knows: cc's rows under other user ids, plus items no
     other market sells (three per user, for the first 30 users)."""
@@ -135,13 +138,15 @@ def tiny_onboarded(
     tiny_store: Version, synth_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Version:
     """A copy of the tiny store with market dd onboarded onto tiny-1 (`cmr onboard`),
-    published as "tiny-dd", not promoted."""
+    published as "tiny-dd", not promoted; its printed results in ONBOARD_RESULTS
+    beside the store."""
     root = tmp_path_factory.mktemp("onboarded") / "store"
     shutil.copytree(tiny_store.path.parents[1], root)
     data = write_new_market(synth_dir, tmp_path_factory.mktemp("dd"))
     args = ["onboard", "--store", str(root), "--market", "dd", "--data", str(data)]
     args += ["--new-version", "tiny-dd", "--no-promote", "--max-epochs", "4"]
     args += ["--set", "folds=3", "--set", "batch_size=64"]
+    args += ["--json", str(root.parent / ONBOARD_RESULTS)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     return ModelStore(root).open("tiny-dd")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -148,8 +149,17 @@ def test_a_hybrid_run_is_one_graph_for_every_market(tiny_store: Version, tiny_ru
         assert not any(d.HasField("dim_value") for d in value.type.tensor_type.shape.dim)
 
 
-def test_a_bert4cmr_run_is_a_graph_per_market(tiny_bert4cmr_run: Path, tmp_path: Path) -> None:
-    version = export_run(tiny_bert4cmr_run, ModelStore(tmp_path / "store"), version="b-1")
+@pytest.fixture(scope="module")
+def bert4cmr_store(tiny_bert4cmr_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Version:
+    """The tiny Bert4CMR run exported once (a graph per market: the slowest export)."""
+    store = ModelStore(tmp_path_factory.mktemp("bert4cmr") / "store")
+    return export_run(tiny_bert4cmr_run, store, version="paper")
+
+
+def test_a_bert4cmr_run_is_a_graph_per_market(
+    tiny_bert4cmr_run: Path, bert4cmr_store: Version
+) -> None:
+    version = bert4cmr_store
     manifest = version.manifest
     assert manifest.variant == "paper"  # as trained
     assert manifest.graphs == {m: f"markets/{m}.onnx" for m in ("aa", "bb", "cc")}
@@ -164,8 +174,11 @@ def test_a_bert4cmr_run_is_a_graph_per_market(tiny_bert4cmr_run: Path, tmp_path:
     assert error <= PARITY_TOLERANCE
 
 
-def test_store_commands(tiny_bert4cmr_run: Path, tiny_run: Path, tmp_path: Path) -> None:
+def test_store_commands(
+    tiny_bert4cmr_run: Path, bert4cmr_store: Version, tiny_run: Path, tmp_path: Path
+) -> None:
     store = tmp_path / "store"
+    shutil.copytree(bert4cmr_store.path.parents[1], store)  # "paper", current
     runner = CliRunner()
 
     def cmr(*args: str) -> str:
@@ -174,7 +187,6 @@ def test_store_commands(tiny_bert4cmr_run: Path, tiny_run: Path, tmp_path: Path)
         return result.output
 
     run = str(tiny_bert4cmr_run)
-    cmr("export", "--run", run, "--store", str(store), "--version", "paper")
     out = cmr(
         "export", "--run", run, "--store", str(store), "--version", "fast",
         "--variant", "history-once", "--no-promote",
