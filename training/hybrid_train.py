@@ -106,6 +106,7 @@ def run_hybrid_stage(
     if keep_start or not shared:  # keep what it starts from unless it does better
         _, state.best = validate()
         state.best_epoch = 0
+        log.info("%s epoch 0 (the start): valid %s = %.4f", name, cfg.valid_metric, state.best)
         _save_stage(model, weights_file, markets=markets, shared=shared)
     while not state.done:
         model.train()
