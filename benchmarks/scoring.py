@@ -21,7 +21,7 @@ from typing import get_args
 import numpy as np
 import onnxruntime as ort
 
-from benchmarks.workload import time_calls
+from benchmarks.timing import time_calls
 from model_store.catalogue import load_catalogues
 from model_store.manifest import StoreError
 from model_store.store import ModelStore
@@ -38,13 +38,29 @@ class Timing:
     variant: str
     provider: str
     history: int
-    candidates: int
+    candidates: int  # per request
     calls: int
     seconds: float
+    batch: int = 1  # requests (rows) per call
 
     @property
     def candidates_per_s(self) -> float:
-        return self.calls * self.candidates / self.seconds
+        return self.calls * self.batch * self.candidates / self.seconds
+
+    @property
+    def ms_per_call(self) -> float:
+        return self.seconds / self.calls * 1000
+
+
+def requests(
+    rng: np.random.Generator, items: IntArray, batch: int, history: int, candidates: int
+) -> tuple[IntArray, IntArray]:
+    """``batch`` requests from a catalogue's ``items``: histories (batch, history) drawn
+    from them, and one shuffled list of ``candidates`` of them (all of them if fewer)
+    that every request ranks -> (batch, min(candidates, len(items)))."""
+    drawn = rng.choice(items, size=(batch, history))
+    ranked = rng.permutation(items)[:candidates]
+    return drawn, np.tile(ranked, (batch, 1))
 
 
 def run_graph(session: ort.InferenceSession, feed: Mapping[str, IntArray], _call: int) -> object:
@@ -73,9 +89,8 @@ def bench_scoring(
     cases = []
     for n in HISTORY_LENGTHS:
         for c in (*CANDIDATE_COUNTS, len(largest)):
-            history = rng.choice(largest.items, size=(1, n))
-            candidates = rng.permutation(largest.items)[None, :c]
-            cases.append((n, c, history, candidates))
+            history, candidates = requests(rng, largest.items, 1, n, c)
+            cases.append((n, candidates.shape[1], history, candidates))
     sessions = []
     for version in opened:
         manifest = version.manifest

@@ -4,9 +4,9 @@
   rank candidates; ``post_histories`` gives a running service those histories.
 - ``Connection`` and ``drive``: keep-alive clients sending the workload's recommend
   requests to the service for a while, each request's latency recorded.
-- ``time_calls``: the one timing loop, for any call; ``direct_calls``,
-  ``time_direct_calls`` and ``ceiling`` use it for the same requests as direct calls
-  of the graph in this process, the most the model alone can do.
+- ``direct_calls``, ``time_direct_calls`` and ``ceiling``: the same requests as direct
+  calls of the graph in this process, the most the model alone can do, timed by
+  ``timing.time_calls``.
 - ``Measurement`` and ``measurement_table``: what one run did, and the runs of several
   rounds as a markdown table.
 
@@ -23,7 +23,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 from urllib.parse import urlsplit
@@ -32,6 +32,7 @@ import httpx
 import numpy as np
 
 from benchmarks.processes import API_KEY
+from benchmarks.timing import time_calls
 from model_store.catalogue import load_catalogues
 from model_store.store import ModelStore
 from model_store.vocab import IntArray, Vocabulary, pad_rows
@@ -174,24 +175,6 @@ async def drive(
         for connection in connections:
             connection.close()
     return Measurement(name, len(latencies), scored, elapsed, latencies, cpu)
-
-
-class Timed(NamedTuple):
-    calls: int
-    seconds: float
-    cpu_seconds: float  # this process's, every thread's, user and system
-
-
-def time_calls(call: Callable[[int], object], min_seconds: float, min_calls: int = 1) -> Timed:
-    """Call ``call(0)``, ``call(1)``, ... until at least ``min_calls`` calls and
-    ``min_seconds`` have passed, after one untimed ``call(0)``: first-call allocations
-    are not scoring speed."""
-    call(0)
-    made, cpu, start = 0, time.process_time(), time.perf_counter()
-    while made < min_calls or time.perf_counter() - start < min_seconds:
-        call(made)
-        made += 1
-    return Timed(made, time.perf_counter() - start, time.process_time() - cpu)
 
 
 class Call(NamedTuple):
