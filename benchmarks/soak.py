@@ -34,7 +34,7 @@ from typing import TextIO
 import numpy as np
 
 from benchmarks.processes import API_KEY, running_service
-from benchmarks.workload import Connection, make_workload, post_histories
+from benchmarks.workload import Client, make_workload, post_histories
 from model_store.catalogue import load_catalogues
 from model_store.store import ModelStore
 from model_store.vocab import Vocabulary
@@ -45,38 +45,6 @@ WHOLE_SHARE = 0.5  # of recommend requests: no candidates, the whole catalogue i
 SATURATION_CLIENTS = 8
 WARMUP_S = 5.0
 LATE_S = 0.01  # sent this long after its scheduled time: late
-TIMEOUT_S = 30.0  # a reply slower than this counts as none (status 0)
-IDLE_S = 4.0  # uvicorn closes connections idle for 5 s: reopen before, not race it
-
-
-class Client(Connection):
-    """The workload's keep-alive client, sending the API key too (POST /events needs it),
-    and reconnecting after a failure: a soak should outlive a dropped connection."""
-
-    extra_headers = f"X-API-Key: {API_KEY}\r\n"
-
-    def __init__(self, url: str) -> None:  # connects when first used
-        self.url, self.used, self.connected = url, 0.0, False
-
-    async def send(self, path: str, payload: bytes) -> int:
-        """The reply's status; 0 if none came (refused, reset, timed out)."""
-        if time.monotonic() - self.used > IDLE_S:
-            self.close()
-        self.used = time.monotonic()
-        try:
-            async with asyncio.timeout(TIMEOUT_S):
-                if not self.connected:
-                    fresh = await Connection.open(self.url)
-                    self.reader, self.writer, self.connected = fresh.reader, fresh.writer, True
-                return (await self.post(path, payload))[0]
-        except (OSError, EOFError, ValueError, RuntimeError, TimeoutError):
-            self.close()
-            return 0
-
-    def close(self) -> None:
-        if self.connected:
-            super().close()
-            self.connected = False
 
 
 class Mix:
@@ -120,9 +88,9 @@ async def closed_loop(url: str, mix: Mix, seconds: float) -> tuple[float, int]:
     stop = time.perf_counter() + seconds
 
     async def client() -> None:
-        one = Client(url)
+        one = Client(url, api_key=API_KEY)
         while time.perf_counter() < stop:
-            statuses[await one.send(*mix.next())] += 1
+            statuses[(await one.send(*mix.next()))[0]] += 1
         one.close()
 
     start = time.perf_counter()
@@ -168,14 +136,14 @@ async def soak(
     result, window = Soak(), Window()
     idle: asyncio.Queue[Client] = asyncio.Queue()
     for _ in range(args.in_flight):
-        idle.put_nowait(Client(url))
+        idle.put_nowait(Client(url, api_key=API_KEY))
     tasks: set[asyncio.Task[None]] = set()
     start = time.perf_counter()
     stop = start + seconds
 
     async def one(client: Client, path: str, payload: bytes) -> None:
         sent = time.perf_counter()
-        status = await client.send(path, payload)
+        status, _ = await client.send(path, payload)
         window.latencies.append(time.perf_counter() - sent)
         window.statuses[status] += 1
         idle.put_nowait(client)

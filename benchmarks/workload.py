@@ -3,7 +3,9 @@
 - ``make_workload``: users with histories from a market's catalogue, each asking to
   rank candidates; ``post_histories`` gives a running service those histories.
 - ``Connection`` and ``drive``: keep-alive clients sending the workload's recommend
-  requests to the service for a while, each request's latency recorded.
+  requests to the service for a while, each request's latency recorded; ``Client``,
+  a ``Connection`` that reconnects and times out, for runs that must count failures
+  rather than stop at the first (benchmarks.soak, benchmarks.loop_load).
 - ``direct_calls``, ``time_direct_calls`` and ``ceiling``: the same requests as direct
   calls of the graph in this process, the most the model alone can do, timed by
   ``timing.time_calls``.
@@ -136,6 +138,41 @@ class Connection:
 
     def close(self) -> None:
         self.writer.close()
+
+
+class Client(Connection):
+    """A keep-alive client that connects when first used, reconnects after a failure or
+    an idle spell, and gives up on a reply after ``timeout_s``: a long run (a soak, a
+    version switch) should outlive a dropped connection and count it, not stop."""
+
+    IDLE_S = 4.0  # uvicorn closes connections idle for 5 s: reopen before, not race it
+
+    def __init__(self, url: str, *, api_key: str | None = None, timeout_s: float = 30.0) -> None:
+        self.url, self.timeout_s = url, timeout_s
+        self.used, self.connected = 0.0, False
+        if api_key is not None:  # POST /events needs it
+            self.extra_headers = f"X-API-Key: {api_key}\r\n"
+
+    async def send(self, path: str, payload: bytes) -> tuple[int, bytes]:
+        """The reply's status and body; ``(0, b"")`` if none came (refused, reset, timed
+        out)."""
+        if time.monotonic() - self.used > self.IDLE_S:
+            self.close()
+        self.used = time.monotonic()
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                if not self.connected:
+                    fresh = await Connection.open(self.url)
+                    self.reader, self.writer, self.connected = fresh.reader, fresh.writer, True
+                return await self.post(path, payload)
+        except (OSError, EOFError, ValueError, RuntimeError, TimeoutError):
+            self.close()
+            return 0, b""
+
+    def close(self) -> None:
+        if self.connected:
+            super().close()
+            self.connected = False
 
 
 async def drive(
