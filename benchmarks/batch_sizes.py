@@ -18,12 +18,11 @@ import platform
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import get_args
 
 import numpy as np
 import onnxruntime as ort
 
-from benchmarks.scoring import Timing, requests, run_graph
+from benchmarks.scoring import Timing, add_session_arguments, requests, run_graph
 from benchmarks.timing import time_calls
 from model_store.catalogue import load_catalogues
 from model_store.manifest import StoreError
@@ -38,6 +37,7 @@ NVIDIA = Path("/proc/driver/nvidia")
 
 def bench_batch_sizes(
     store: ModelStore,
+    *,
     version: str | None = None,
     provider: Provider = "auto",
     threads: int = 0,
@@ -120,18 +120,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--store", type=Path, required=True, help="model store folder")
     parser.add_argument("--version", help="the version to time (default: the current one)")
-    parser.add_argument(
-        "--provider",
-        choices=get_args(Provider),
-        default="auto",
-        help="execution provider (default: %(default)s; cuda fails rather than fall back)",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="onnxruntime intra-op threads; 0 (default) = one per core",
-    )
+    add_session_arguments(parser)
     parser.add_argument(
         "--batch",
         type=int,
@@ -148,20 +137,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--history", type=int, default=HISTORY, help="history length (default: %(default)s)"
     )
-    parser.add_argument(
-        "--min-seconds",
-        type=float,
-        default=1.0,
-        help="time each case at least this long (default: %(default)s)",
-    )
     args = parser.parse_args(argv)
     if any(b < 1 for b in args.batch or ()) or any(c < 0 for c in args.candidates or ()):
         parser.error("--batch must be >= 1 and --candidates >= 0")
     try:
         timings = bench_batch_sizes(
-            ModelStore(args.store), args.version, args.provider, args.threads,
-            args.batch or BATCHES, args.candidates or CANDIDATES, args.history,
-            args.min_seconds,
+            ModelStore(args.store), version=args.version, provider=args.provider,
+            threads=args.threads, batches=args.batch or BATCHES,
+            candidates=args.candidates or CANDIDATES, history=args.history,
+            min_seconds=args.min_seconds,
         )  # fmt: skip
     except (StoreError, FileNotFoundError, ValueError, KeyError) as error:  # bad input
         parser.exit(2, f"error: {error}\n")

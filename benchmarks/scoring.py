@@ -137,6 +137,29 @@ def timing_table(timings: Sequence[Timing]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def add_session_arguments(parser: argparse.ArgumentParser) -> None:
+    """--threads, --provider and --min-seconds: how the graph-level benchmarks make
+    their sessions (service/sessions.py's ``make_session``) and time them."""
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="onnxruntime intra-op threads; 0 (default) = one per core",
+    )
+    parser.add_argument(
+        "--provider",
+        choices=get_args(Provider),
+        default="auto",
+        help="execution provider (default: %(default)s; cuda fails rather than fall back)",
+    )
+    parser.add_argument(
+        "--min-seconds",
+        type=float,
+        default=1.0,
+        help="time each case at least this long (default: %(default)s)",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.scoring",
@@ -150,24 +173,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=[],
         help="a version to time (default: every version); repeatable",
     )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="onnxruntime intra-op threads; 0 (default) = one per core",
-    )
-    parser.add_argument(
-        "--provider",
-        choices=get_args(Provider),
-        default="auto",
-        help="execution provider (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--min-seconds",
-        type=float,
-        default=1.0,
-        help="time each case at least this long (default: %(default)s)",
-    )
+    add_session_arguments(parser)
     args = parser.parse_args(argv)
     try:
         timings = bench_scoring(

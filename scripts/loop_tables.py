@@ -40,7 +40,7 @@ def warm_table(seeds: list[Path]) -> None:
     print("| model | market | full | pre-training epochs (best) | trained in, s |")
     print("|---|---|---|---|---|")
     for name in ("popularity", "ease"):
-        by_protocol = {p: [] for p in PROTOCOLS}  # type: dict[str, list[float]]
+        by_protocol: dict[str, list[float]] = {p: [] for p in PROTOCOLS}
         for seed in seeds:
             for r in results(seed / "baselines.json"):
                 if r["model"] == name:
@@ -49,7 +49,9 @@ def warm_table(seeds: list[Path]) -> None:
         print(f"| {label} | {spread(by_protocol['market'])} | {spread(by_protocol['full'])} | | |")
     for run in ("cold", "warm"):
         ndcg = {
-            p: [results(s / run / "metrics" / f"{p}-test.json")[0]["mean"]["ndcg@10"] for s in seeds]
+            p: [
+                results(s / run / "metrics" / f"{p}-test.json")[0]["mean"]["ndcg@10"] for s in seeds
+            ]
             for p in PROTOCOLS
         }
         summaries = [json.loads((s / run / "summary.json").read_text())["pretrain"] for s in seeds]
@@ -86,7 +88,9 @@ def onboarding_table(seeds: list[Path], markets: list[str]) -> None:
     print("|---|---|---|---|")
     for code in markets:
         logs = [seed / f"onboard-{code}.log" for seed in seeds]
-        epochs = [re.findall(r"onboarded \S+: (\d+) epochs, best (\d+)", p.read_text())[-1] for p in logs]
+        epochs = [
+            re.findall(r"onboarded \S+: (\d+) epochs, best (\d+)", p.read_text())[-1] for p in logs
+        ]
         train = [log_seconds(p, r"onboarded \S+ in (\d+) s") for p in logs]
         command = [log_seconds(p, r"onboard command: (\d+) ms") / 1000 for p in logs]
         print(

@@ -27,20 +27,19 @@ from pathlib import Path
 
 import torch
 
-from model_store.catalogue import Catalogue
 from model_store.store import ModelStore, Version
 from training.baselines import evaluate_baselines
 from training.closed_form import Blocks, Cooccurrence, FoldFits, fit_closed_form, fold_fits
 from training.config import HybridTrainConfig
 from training.data import build_interactions
 from training.evaluate import Result, evaluate
-from training.export import publish_version
+from training.export import market_catalogues, publish_version
 from training.hybrid import ClosedForm, HybridRecommender
 from training.hybrid_examples import UserSets
 from training.hybrid_train import run_hybrid_stage
 from training.market_files import MarketLog
 from training.predict import HybridScorer
-from training.protocols import PROTOCOLS, build_eval_set
+from training.protocols import build_eval_set
 from training.runs import StageState, start_run
 from training.split import Split, make_split
 from training.store_model import StoredHybrid, copy_learned
@@ -131,10 +130,11 @@ def onboard_market(
         "onboarded %s: %d epochs, best %d, %.0f s", code, state.epoch, state.best_epoch, seconds
     )
     scorer = HybridScorer(f"hybrid-onboarded-{code}", model.cpu().eval())
-    protocols = [p for p in PROTOCOLS if p in cfg.eval_protocols]
+    protocols = cfg.eval_protocols
     tests = [build_eval_set(split, p, "test", seed=cfg.seed) for p in protocols]
     results = [evaluate(scorer, t) for t in tests]
-    results += evaluate_baselines(split, ["popularity", "ease"], protocols, seed=cfg.seed)
+    baselines = ["popularity", "ease"]  # on the very same test sets
+    results += evaluate_baselines(split, baselines, protocols, seed=cfg.seed, targets=tests)
     return Onboarded(model=model, split=split, results=results, seconds=seconds, stage=state)
 
 
@@ -172,7 +172,7 @@ def publish_onboarded(
         source_run=f"{old.source_run} + onboarded {code} onto version {old.version}",
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-    catalogues = stored.catalogues | {code: Catalogue.from_interactions(data.item)}
+    catalogues = stored.catalogues | {code: market_catalogues(data)[code]}
     return publish_version(
         store,
         manifest=manifest,

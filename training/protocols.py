@@ -163,18 +163,18 @@ def build_eval_set(
     market = data.user_market[users]
     histories = [split.eval_history(int(u), split_name) for u in users]
     catalogues = market_catalogues(split)
-    global_pool = np.arange(1, data.items.size, dtype=np.int64)
     width = 0 if protocol == "full" else n_negatives
     negatives = np.full((len(users), width), PAD, np.int64)
     if width:
         protocol_code, split_code = PROTOCOLS.index(protocol), ("valid", "test").index(split_name)
+        # Drawn in item-id order: a warm-started run's vocabulary (old items first)
+        # then draws what a cold run's (sorted by id) draws.
         ids = np.asarray(data.items.ids, dtype=object)
+        by_id = np.argsort(ids, kind="stable").astype(np.int64) + 1  # every item, id order
         for m in range(len(data.markets)):
             rng = np.random.default_rng([seed, protocol_code, split_code, m])
-            pool = global_pool if protocol == "paper" else catalogues[m]
-            # Drawn in item-id order: a warm-started run's vocabulary (old items first)
-            # then draws what a cold run's (sorted by id) draws.
-            pool = pool[np.argsort(ids[pool - 1], kind="stable")]
+            sold = catalogues[m]
+            pool = by_id if protocol == "paper" else sold[np.argsort(ids[sold - 1], kind="stable")]
             for row in np.flatnonzero(market == m):
                 user = users[row]
                 exclude = np.concatenate([histories[row], [held_out[user], other[user]]])

@@ -89,8 +89,11 @@ def test_posted_events_and_a_switch_under_load(
                 assert reply.json()["serving"] == "tiny-2"
             switch = await load
             result = summary(switch, 2.0)
-            assert (result["old"], result["new"], result["last_version"]) == ("tiny-1", "tiny-2",
-                                                                               "tiny-2")
+            assert (result["old"], result["new"], result["last_version"]) == (
+                "tiny-1",
+                "tiny-2",
+                "tiny-2",
+            )
             assert result["failed"] == 0 and result["old_sent_after_switch"] == 0
             assert result["versions"]["tiny-1"] > 0 and result["versions"]["tiny-2"] > 0
 
