@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -55,8 +56,11 @@ class Vocabulary:
 
     def lookup(self, items: Iterable[str]) -> IntArray:
         """Indices of many items; unknown items map to padding (and so are ignored)."""
-        get = self._index.get
-        return np.array([get(i, PAD) for i in items], dtype=np.int64)
+        return np.array(list(self.indices(items)), dtype=np.int64)
+
+    def indices(self, items: Iterable[str]) -> Iterator[int]:
+        """``lookup`` one index at a time, for a caller that filters as it goes."""
+        return map(self._index.get, items, repeat(PAD))
 
     def item(self, index: int) -> str:
         if not 1 <= index <= len(self.ids):

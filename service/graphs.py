@@ -83,13 +83,21 @@ class Popularity:
         if requested is None:
             candidates = self.catalogue.items
             if exclude_seen and len(seen):
-                candidates = candidates[~np.isin(candidates, seen)]
+                # A mask over the vocabulary: a quarter of np.isin's time for a catalogue.
+                is_seen = np.zeros(vocabulary.size, dtype=bool)
+                is_seen[seen] = True
+                candidates = candidates[~is_seen[candidates]]
             return candidates
-        # A few hundred ids: plain Python sets beat numpy's sorting set operations here.
+        # A few hundred ids: plain Python sets beat numpy's sorting set operations here,
+        # and one pass that looks up, drops and de-duplicates beats three.
         drop = set(seen.tolist()) if exclude_seen else set()
         drop.add(PAD)
-        indices = vocabulary.lookup(dict.fromkeys(requested))  # de-duplicated, order kept
-        return np.array([i for i in indices.tolist() if i not in drop], dtype=np.int64)
+        kept = []
+        for index in vocabulary.indices(requested):
+            if index not in drop:
+                drop.add(index)  # first occurrence only
+                kept.append(index)
+        return np.array(kept, dtype=np.int64)
 
     @cached_property
     def _by_item(self) -> tuple[IntArray, NDArray[np.float64]]:
@@ -150,7 +158,20 @@ class LoadedVersion:
 
     def top_k(self, candidates: IntArray, scores: Scores, k: int) -> list[tuple[str, float]]:
         """The ``k`` best (item id, score), highest first; ties keep the candidates' order."""
-        order = np.argsort(-scores, kind="stable")[:k]
+        order = best_first(scores, k)
         item = self.vocabulary.item
         best = zip(candidates[order].tolist(), scores[order].tolist(), strict=True)
         return [(item(i), s) for i, s in best]
+
+
+def best_first(scores: Scores, k: int) -> IntArray:
+    """Positions of the ``k`` highest scores, highest first, ties in position order.
+
+    A whole catalogue is thousands of scores: sorting only those at or above the k-th
+    highest (all of its ties included, so the order is the full sort's) costs a
+    fraction of sorting them all."""
+    if len(scores) <= 4 * k:
+        return np.argsort(-scores, kind="stable")[:k]
+    threshold = np.partition(scores, len(scores) - k)[len(scores) - k]
+    top = np.flatnonzero(scores >= threshold)
+    return top[np.argsort(-scores[top], kind="stable")[:k]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from service.graphs import best_first
 from tests.service.fakes import fake_version
 
 
@@ -38,3 +39,17 @@ def test_top_k_is_highest_first_and_ties_keep_the_candidates_order() -> None:
     loaded = fake_version(items=5)
     ranked = loaded.top_k(np.array([5, 3, 1, 2]), np.array([0.5, 0.9, 0.5, 0.1], "f4"), 3)
     assert ranked == [("I00003", 0.8999999761581421), ("I00005", 0.5), ("I00001", 0.5)]
+
+
+def test_best_first_over_a_catalogue_is_the_full_stable_sort() -> None:
+    """Long score lists take the partition path; with many ties at the k-th score it
+    must still give the full sort's order."""
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        n, k = int(rng.integers(50, 3000)), int(rng.integers(1, 12))
+        if trial % 2:
+            scores = rng.integers(0, 8, size=n).astype(np.float32)  # ties everywhere
+        else:
+            scores = rng.standard_normal(n).astype(np.float32)
+        expected = np.argsort(-scores, kind="stable")[:k]
+        assert best_first(scores, k).tolist() == expected.tolist()
