@@ -63,3 +63,17 @@ def test_the_graph_benchmarks_import_only_numpy_and_onnxruntime() -> None:
     ).stdout.split()
     outside = {m for m in found if m not in sys.stdlib_module_names and not m.startswith("_")}
     assert outside - PROJECT == {"numpy", "onnxruntime"}
+
+
+def test_the_binding_probe_checks_and_times_every_way_on_cpu(
+    tiny_store: Version, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On CPU there is no CUDA graph to try: the plain call and IOBinding, both scored
+    like the plain call (a mismatch would leave the row without a speed)."""
+    from benchmarks.gpu.binding import main as binding_main
+
+    store = tiny_store.path.parents[1]
+    binding_main(["--store", str(store), "--provider", "cpu", "--min-seconds", "0.01"])
+    rows = table_rows(capsys.readouterr().out)
+    assert [r[0] for r in rows] == ["run", "iobinding"] * 4  # B 1, 64 x C 200, whole
+    assert all(float(r[3]) > 0 and r[5].endswith("x") and r[6] == "" for r in rows)
