@@ -12,6 +12,7 @@ made of it; so is the test suite's Prometheus server.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -66,6 +67,8 @@ class ManagedProcess:
     ``stop`` terminates it, and kills it if it has not exited ``stop_s`` later. Its
     stdout and stderr go to a temporary file (a pipe nobody reads would block the
     process once full), kept across a ``kill`` and ``start`` and closed by ``stop``.
+    With ``own_group``, the process leads a process group of its own and ``stop`` also
+    kills what is left of that group (the processes a Ray driver starts can outlive it).
     As a context manager: started on entry, stopped on exit."""
 
     def __init__(
@@ -78,8 +81,10 @@ class ManagedProcess:
         ready_s: float = 30,
         poll_s: float = 0.1,
         stop_s: float = 30,
+        own_group: bool = False,
     ) -> None:
         self.command = list(command)
+        self.own_group = own_group
         self.ready = ready
         self.name = name
         self.env = dict(env) if env is not None else None
@@ -101,8 +106,9 @@ class ManagedProcess:
         if self._log is None or self._log.closed:
             self._log = tempfile.TemporaryFile()  # noqa: SIM115  (stop closes it)
         self._process = subprocess.Popen(
-            self.command, env=self.env, stdout=self._log, stderr=subprocess.STDOUT
-        )
+            self.command, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+            process_group=0 if self.own_group else None,
+        )  # fmt: skip
         deadline = time.monotonic() + self.ready_s
         try:
             while not self.ready():
@@ -136,6 +142,9 @@ class ManagedProcess:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+        if self._process is not None and self.own_group:
+            with contextlib.suppress(ProcessLookupError):  # nothing of the group is left
+                os.killpg(self._process.pid, signal.SIGKILL)
         if self._log is not None:
             self._log.close()
 

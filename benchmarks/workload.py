@@ -1,14 +1,17 @@
 """The benchmarks' workload and the one way to time it, through the service or not.
 
 - ``make_workload``: users with histories from a market's catalogue, each asking to
-  rank candidates; ``post_histories`` gives a running service those histories.
+  rank candidates; ``whole_catalogue``: the same users asking for the market's whole
+  catalogue instead (no candidates sent); ``post_histories`` gives a running service
+  those histories.
 - ``Connection`` and ``drive``: keep-alive clients sending the workload's recommend
   requests to the service for a while, each request's latency recorded; ``Client``,
   a ``Connection`` that reconnects and times out, for runs that must count failures
   rather than stop at the first (benchmarks.soak, benchmarks.loop_load).
 - ``direct_calls``, ``time_direct_calls`` and ``ceiling``: the same requests as direct
   calls of the graph in this process, the most the model alone can do, timed by
-  ``timing.time_calls``.
+  ``timing.time_calls``; ``ceiling_width``: how many requests a call of
+  benchmarks.compare's ceiling holds (benchmarks/ceiling.py).
 - ``Measurement`` and ``measurement_table``: what one run did, and the runs of several
   rounds as a markdown table.
 
@@ -48,13 +51,28 @@ class Workload:
     market: str
     users: list[str]
     histories: list[list[str]]  # oldest first
-    candidates: list[list[str]]  # one request per user
+    # One request per user: what the service scores for it (the ceiling scores the same).
+    candidates: list[list[str]]
+    # The requests send no candidates: the service ranks the market's whole catalogue.
+    whole: bool = False
 
     def bodies(self) -> list[dict[str, object]]:
+        if self.whole:
+            return [{"user_id": u, "k": 10} for u in self.users]
         return [
             {"user_id": u, "candidates": c, "k": 10}
             for u, c in zip(self.users, self.candidates, strict=True)
         ]
+
+
+def catalogue_items(store: ModelStore, market: str | None) -> tuple[str, list[str]]:
+    """The market (default: the largest) and its catalogue's item ids, in the
+    catalogue's order (most popular first), of the store's current version."""
+    version = store.open()
+    catalogues = load_catalogues(version.file(version.manifest.catalogues))
+    market = market or max(catalogues, key=lambda m: len(catalogues[m]))
+    vocab = Vocabulary.load(version.file(version.manifest.items))
+    return market, [vocab.item(int(i)) for i in catalogues[market].items]
 
 
 def make_workload(
@@ -62,11 +80,7 @@ def make_workload(
 ) -> Workload:
     """Users with 5..50 items of the market's catalogue (default: the largest market),
     each asking to rank ``candidates`` other catalogue items."""
-    version = store.open()
-    catalogues = load_catalogues(version.file(version.manifest.catalogues))
-    market = market or max(catalogues, key=lambda m: len(catalogues[m]))
-    vocab = Vocabulary.load(version.file(version.manifest.items))
-    items = [vocab.item(int(i)) for i in catalogues[market].items]
+    market, items = catalogue_items(store, market)
     if len(items) < candidates + 50:
         raise ValueError(f"market {market} sells {len(items)} items, too few for this workload")
     rng = np.random.default_rng(seed)
@@ -78,6 +92,18 @@ def make_workload(
         asks.append([items[i] for i in chosen[50:]])  # never an item of the history
     names = [f"bench-{i}" for i in range(users)]
     return Workload(market, names, histories, asks)
+
+
+def whole_catalogue(workload: Workload, catalogue: Sequence[str]) -> Workload:
+    """The same users and histories, each asking for the whole ``catalogue`` (the
+    workload's market's, in its order) with no candidates sent. Each request's
+    candidates are what the service then scores: the catalogue less the user's own
+    items (``exclude_seen``), in the catalogue's order."""
+    ranked = []
+    for history in workload.histories:
+        seen = set(history)
+        ranked.append([item for item in catalogue if item not in seen])
+    return Workload(workload.market, workload.users, workload.histories, ranked, whole=True)
 
 
 async def post_histories(url: str, workload: Workload) -> None:
@@ -254,6 +280,20 @@ def time_direct_calls(
     timed = time_calls(score, seconds)
     scored = sum(calls[i % len(calls)].scored for i in range(timed.calls))
     return Measurement(name, timed.calls, scored, timed.seconds, [], timed.cpu_seconds)
+
+
+# The most candidate rows a ceiling call holds. On CPU a row costs more in a wider call
+# (benchmarks/call_width.py): 32 requests of 200 candidates (6,400 rows) are within 2%
+# of the best width, and whole catalogues (5,735 rows each) scored more one a call than
+# two or four a call (benchmarks.compare's ceiling, interleaved, on the shared machine).
+CEILING_ROWS = 6_400
+
+
+def ceiling_width(workload: Workload, clients: int) -> int:
+    """Requests per ceiling call: ``clients``, or fewer where that many would exceed
+    ``CEILING_ROWS`` candidate rows (whole catalogues), but at least one."""
+    widest = max((len(c) for c in workload.candidates), default=1)
+    return max(1, min(clients, CEILING_ROWS // max(widest, 1)))
 
 
 def ceiling(
