@@ -50,6 +50,7 @@ from service.history import user_tag
 from service.sessions import Provider
 
 ORDER = (CEILING, SERVICE_ON, SERVICE_OFF, RAY_SERVE, NO_OP)  # the table's rows per case
+RUNS = dict(zip(("ceiling", "on", "off", "ray", "noop"), ORDER, strict=True))  # --runs names
 WORKLOADS = ("given", "whole")
 
 
@@ -128,8 +129,12 @@ def bench_compare(
     *, store_root: Path, redis_url: str, rounds: int, seconds: float, clients: Sequence[int],
     workloads: Sequence[str], users: int = 256, candidates: int = 200, provider: Provider = "auto",
     threads: int = 0, ray_replicas: int = 0, check_users: int = 16,
+    runs: Sequence[str] = ORDER, service_replicas: int = 1,
 ) -> Results:  # fmt: skip
-    """Every run of every round (the module's docstring); ``ray_replicas`` 0: one per core."""
+    """Every run of every round (the module's docstring); ``ray_replicas`` 0: one per core.
+    ``runs``: the names (``ORDER``) of the runs to make; at least one of the service's."""
+    if SERVICE_ON not in runs and SERVICE_OFF not in runs:
+        raise ValueError("the service gives the users their histories: run it on or off")
     store = ModelStore(store_root)
     loads = make_workloads(store, workloads, users=users, candidates=candidates)
     cases = [(Case(name, c), w) for name, w in loads.items() for c in clients]
@@ -137,9 +142,12 @@ def bench_compare(
     clear_histories(redis_url, first)
     replicas = ray_replicas or len(os.sched_getaffinity(0))  # 0: one per core
     servers = make_peers(
-        store_root, redis_url, provider=provider, threads=threads, ray_replicas=replicas
-    )
-    peers: list[Peer | None] = [*servers, None]  # None: the ceiling
+        store_root, redis_url, provider=provider, threads=threads, ray_replicas=replicas,
+        service_replicas=service_replicas,
+    )  # fmt: skip
+    peers: list[Peer | None] = [p for p in servers if p.name in runs]
+    if CEILING in runs:
+        peers.append(None)  # None: the ceiling
     ceiling = Ceiling(store, provider=provider, threads=threads)
     reference: dict[int, list[list[str]]] = {}  # id(workload) -> the service's top items
     posted = False
@@ -154,15 +162,15 @@ def bench_compare(
                     report(r, rounds, case, run, f" (the better of: {ways})")
                 continue
             progress(f"round {r + 1}/{rounds}: starting {peer.name}")
-            with peer.start() as url:
+            with peer.start() as urls:
                 if not posted:
                     assert peer.takes_events, "the first run of round 1 is the service's"
-                    asyncio.run(post_histories(url, first))
+                    asyncio.run(post_histories(urls[0], first))  # one Redis for every replica
                     posted = True
                 if peer.ranks:
-                    check(peer.name, url, list(loads.values()), reference, users=check_users)
+                    check(peer.name, urls[0], list(loads.values()), reference, users=check_users)
                 for case, workload in cases:
-                    run = asyncio.run(drive(url, workload, case.clients, seconds, peer.name))
+                    run = asyncio.run(drive(urls, workload, case.clients, seconds, peer.name))
                     results.add(case, run)
                     report(r, rounds, case, run)
     return results
@@ -223,9 +231,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=16,
         help="users whose top-k every ranking server must match (default: %(default)s)",
     )
+    add(
+        "--runs",
+        nargs="+",
+        choices=list(RUNS),
+        default=list(RUNS),
+        help="which runs to make (default: all): the ceiling, the service with batching on "
+        "and off, Ray Serve, the no-op floor; at least one of on and off",
+    )
+    add(
+        "--replicas",
+        type=int,
+        default=1,
+        help="service processes side by side, the clients dealt among them (default: 1)",
+    )
     args = parser.parse_args(argv)
-    if args.rounds < 1 or args.seconds <= 0 or min(args.clients) < 1:
-        parser.error("--rounds, --seconds and --clients must be positive")
+    if args.rounds < 1 or args.seconds <= 0 or min(args.clients) < 1 or args.replicas < 1:
+        parser.error("--rounds, --seconds, --clients and --replicas must be positive")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
     try:
         results = bench_compare(
@@ -233,6 +255,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             seconds=args.seconds, clients=args.clients, workloads=args.workloads,
             users=args.users, provider=args.provider, threads=args.threads,
             ray_replicas=args.ray_replicas, check_users=args.check_users,
+            runs=[RUNS[name] for name in args.runs], service_replicas=args.replicas,
         )  # fmt: skip
     except NotEqualWork as error:
         parser.exit(3, f"error: {error}\n")

@@ -17,7 +17,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import KW_ONLY, dataclass
 from functools import partial
 from pathlib import Path
@@ -34,7 +34,8 @@ NO_OP = "no-op FastAPI (HTTP floor)"
 @dataclass(frozen=True)
 class Peer:
     name: str
-    start: Callable[[], AbstractContextManager[str]]  # yields the server's base URL
+    # Yields the base URLs of the server's processes: one, or the service's replicas.
+    start: Callable[[], AbstractContextManager[list[str]]]
     _: KW_ONLY
     takes_events: bool  # can give users their histories (POST /events): the service
     ranks: bool  # answers with real rankings, checked against the service's
@@ -47,16 +48,21 @@ def _env() -> dict[str, str]:
 
 @contextmanager
 def _service(
-    store: Path, redis_url: str, *, batching: bool, threads: int, provider: Provider
-) -> Iterator[str]:
-    with running_service(store, redis_url, free_port(), batching, threads, provider) as service:
-        yield service.url
+    store: Path, redis_url: str, *, batching: bool, threads: int, provider: Provider,
+    replicas: int,
+) -> Iterator[list[str]]:  # fmt: skip
+    with ExitStack() as stack:
+        urls = []
+        for _ in range(replicas):
+            service = running_service(store, redis_url, free_port(), batching, threads, provider)
+            urls.append(stack.enter_context(service).url)
+        yield urls
 
 
 @contextmanager
 def running_ray_peer(
     store: Path, redis_url: str, *, provider: Provider, threads: int, replicas: int
-) -> Iterator[str]:
+) -> Iterator[list[str]]:
     """benchmarks.ray_peer serving ``store``, once its app is deployed (Ray's start and
     every replica's load and warm-up take a while on 2 cores)."""
     port = free_port()
@@ -73,26 +79,31 @@ def running_ray_peer(
             poll_s=0.5, stop_s=60, own_group=True,
         )  # fmt: skip
         with peer:
-            yield f"http://127.0.0.1:{port}"
+            yield [f"http://127.0.0.1:{port}"]
 
 
 @contextmanager
-def running_noop_peer() -> Iterator[str]:
+def running_noop_peer() -> Iterator[list[str]]:
     """benchmarks.noop_peer, once it answers."""
     url = f"http://127.0.0.1:{(port := free_port())}"
     command = [sys.executable, "-m", "benchmarks.noop_peer", "--port", str(port)]
     with ManagedProcess(command, http_ready(f"{url}/readyz"), name="the no-op peer", env=_env()):
-        yield url
+        yield [url]
 
 
 def make_peers(
-    store: Path, redis_url: str, *, provider: Provider, threads: int, ray_replicas: int
-) -> list[Peer]:
+    store: Path, redis_url: str, *, provider: Provider, threads: int, ray_replicas: int,
+    service_replicas: int = 1,
+) -> list[Peer]:  # fmt: skip
     """The service on and off, Ray Serve, the no-op floor. ``threads``: onnxruntime
     threads per call, 0 for each server's own split of the cores (the service: cores
-    over its scoring workers; Ray Serve: cores over its replicas)."""
+    over its scoring workers; Ray Serve: cores over its replicas). ``service_replicas``:
+    service processes side by side (one machine's scale-out), the clients dealt among them."""
     cores = len(os.sched_getaffinity(0))
-    service = partial(_service, store, redis_url, threads=threads, provider=provider)
+    service = partial(
+        _service, store, redis_url, threads=threads, provider=provider,
+        replicas=service_replicas,
+    )  # fmt: skip
     ray = partial(
         running_ray_peer, store, redis_url, provider=provider,
         threads=threads or max(1, cores // ray_replicas), replicas=ray_replicas,

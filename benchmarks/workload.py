@@ -202,16 +202,18 @@ class Client(Connection):
 
 
 async def drive(
-    url: str, workload: Workload, clients: int, seconds: float, name: str
+    url: str | Sequence[str], workload: Workload, clients: int, seconds: float, name: str
 ) -> Measurement:
     """``clients`` connections, each sending the workload's recommend requests one after
-    another for ``seconds`` (after one untimed request each); any reply but 200 raises."""
+    another for ``seconds`` (after one untimed request each); any reply but 200 raises.
+    Several URLs (replicas of one server): the connections are dealt among them."""
+    urls = [url] if isinstance(url, str) else list(url)
     payloads = [json.dumps(body).encode() for body in workload.bodies()]
     sizes = [len(c) for c in workload.candidates]
     latencies: list[float] = []
     scored = 0
     path = f"/markets/{workload.market}/recommend"
-    connections = [await Connection.open(url) for _ in range(clients)]
+    connections = [await Connection.open(urls[c % len(urls)]) for c in range(clients)]
     try:
         for i, connection in enumerate(connections):  # warm-up
             status, body = await connection.post(path, payloads[i % len(payloads)])
@@ -289,11 +291,11 @@ def time_direct_calls(
 CEILING_ROWS = 6_400
 
 
-def ceiling_width(workload: Workload, clients: int) -> int:
+def ceiling_width(workload: Workload, clients: int, rows: int = CEILING_ROWS) -> int:
     """Requests per ceiling call: ``clients``, or fewer where that many would exceed
-    ``CEILING_ROWS`` candidate rows (whole catalogues), but at least one."""
+    ``rows`` candidate rows (whole catalogues on a CPU), but at least one."""
     widest = max((len(c) for c in workload.candidates), default=1)
-    return max(1, min(clients, CEILING_ROWS // max(widest, 1)))
+    return max(1, min(clients, rows // max(widest, 1)))
 
 
 def ceiling(

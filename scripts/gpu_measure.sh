@@ -48,10 +48,12 @@ train() { # the default recipe on all markets, exported: the store every step be
 }
 graph() { $py -m benchmarks.batch_sizes --store "$store" --provider cuda; }
 binding() { $py -m benchmarks.gpu.binding --store "$store" --provider cuda; }
-serve() {
-    $py -m benchmarks.compare --store "$store" --redis-url redis://127.0.0.1:6390/0 \
-        --provider cuda --clients 64 --rows ceiling service-on service-off \
-        --workloads given whole --rounds 1 --seconds 8
+serve() { # the service end to end on the GPU: one process, then four side by side
+    for replicas in 1 4; do
+        $py -m benchmarks.compare --store "$store" --redis-url redis://127.0.0.1:6390/0 \
+            --provider cuda --clients 64 --runs ceiling on off --replicas $replicas \
+            --workloads given whole --rounds 1 --seconds 8
+    done
 }
 ddp() { $py -m benchmarks.ddp --data data/xmarket-electronics --device cuda; }
 
