@@ -9,7 +9,8 @@ after a short untimed warm-up. Several processes split each batch as `cmr train
 Rounds interleave the configurations. Prints the machine, then a markdown table:
 processes, threads each, backend, device, steps, users/s (mean over rounds, and its
 range), each configuration's users/s over the first one's, and the seconds from the
-configuration's start to its timed steps (spawning the processes, the warm-up).
+configuration's start to its timed steps (spawning the processes, the warm-up); then
+the load average before and after (a shared machine's other work slows every case).
 
     python -m benchmarks.ddp --data ../shared/data/xmarket-electronics [--device cuda]
 """
@@ -254,6 +255,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.exit(2, "error: --device cuda, but torch sees no CUDA GPU\n")
     configs = args.config or [_config(c) for c in CONFIGS]
+    load_before = os.getloadavg()[0]  # a shared machine's other work slows every case
     try:
         timings = bench_ddp(
             args.data, configs=configs, device=args.device, steps=args.steps,
@@ -262,7 +264,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         )  # fmt: skip
     except (FileNotFoundError, ValueError, DataFormatError) as error:  # bad input
         parser.exit(2, f"error: {error}\n")
-    print(machine(args.device) + "\n" + ddp_table(timings), end="")
+    load_after = os.getloadavg()[0]
+    load = f"load average (1 min): {load_before:.1f} at the start, {load_after:.1f} at the end"
+    print(machine(args.device) + "\n" + ddp_table(timings) + "\n" + load)
 
 
 if __name__ == "__main__":
