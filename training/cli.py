@@ -162,6 +162,16 @@ def train_command(
             "are added, the model's settings are the version's.",
         ),
     ] = None,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Training processes (hybrid): data-parallel with torch DDP, each takes its "
+            "share of every batch and gradients are averaged, so results match one process "
+            "(dropout aside). gloo on CPU, NCCL when each process has a GPU of its own. "
+            "Threads per process: cores / N unless train.threads is set.",
+        ),
+    ] = 1,
 ) -> None:
     """Train on every market, adapt to each market, evaluate on validation and test.
 
@@ -170,6 +180,7 @@ def train_command(
     checkpoints, metrics per protocol, curves.png and train.log into OUT.
     """
     from training.config import parse_recipe
+    from training.distributed import DistributedError
     from training.report import report
     from training.train import train_run
 
@@ -179,7 +190,14 @@ def train_command(
         args += ["--config", str(config)] if config else []
         args += [a for setting in set_ or [] for a in ("--set", setting)]
         args += ["--init-from", init_from] if init_from else []
-        results = train_run(data, out, recipe, command=shlex.join(args), init_from=init_from)
+        args += ["--nproc", str(nproc)] if nproc > 1 else []
+        try:
+            results = train_run(
+                data, out, recipe, command=shlex.join(args), init_from=init_from, nproc=nproc
+            )
+        except DistributedError as exc:  # one line; the rank's traceback is in train.log
+            typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+            raise typer.Exit(1) from exc
     print(report([r for r in results if r.split == "test"]))
 
 

@@ -72,27 +72,40 @@ def user_batches(
 
 
 def masked_softmax_loss(
-    logits: torch.Tensor, *, allowed: torch.Tensor, items: torch.Tensor, hidden: torch.Tensor
-) -> torch.Tensor:
-    """Mean over hidden items of -log softmax over the ``allowed`` (B, V) items."""
-    log_p = logits.masked_fill(~allowed, float("-inf")).log_softmax(-1)
-    picked = log_p.gather(1, items).masked_fill(~hidden, 0.0)
-    return -picked.sum() / hidden.sum()
-
-
-def sampled_bce_loss(
-    rng: torch.Generator,
     logits: torch.Tensor,
     *,
     allowed: torch.Tensor,
     items: torch.Tensor,
     hidden: torch.Tensor,
-    k: int,
+    count: int | None = None,
 ) -> torch.Tensor:
-    """Binary cross-entropy: each hidden item against ``k`` random allowed items."""
-    weights = allowed.float()
-    negatives = torch.multinomial(weights, k * items.shape[1], True, generator=rng)
+    """-log softmax over the ``allowed`` (B, V) items, summed over hidden items and
+    divided by ``count`` (default: their number; the whole batch's when these rows are
+    one process's share of it, so the shares' losses add up to the batch's)."""
+    log_p = logits.masked_fill(~allowed, float("-inf")).log_softmax(-1)
+    picked = log_p.gather(1, items).masked_fill(~hidden, 0.0)
+    return -picked.sum() / (hidden.sum() if count is None else count)
+
+
+def sample_negatives(rng: torch.Generator, allowed: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, V) bool -> (B, n): random allowed items of each row, with replacement."""
+    return torch.multinomial(allowed.float(), n, True, generator=rng)
+
+
+def sampled_bce_loss(
+    logits: torch.Tensor,
+    *,
+    negatives: torch.Tensor,
+    items: torch.Tensor,
+    hidden: torch.Tensor,
+    count: int | None = None,
+) -> torch.Tensor:
+    """Binary cross-entropy: each hidden item of ``items`` (B, L) against its ``k``
+    ``negatives`` (B, L * k), averaged over ``count`` (as in ``masked_softmax_loss``)
+    hidden items."""
+    k = negatives.shape[1] // items.shape[1]
     negative_logits = logits.gather(1, negatives).view(*items.shape, k)  # (B, L, k)
     positive = F.softplus(-logits.gather(1, items))  # (B, L)
     negative = F.softplus(negative_logits).sum(-1)
-    return ((positive + negative) * hidden).sum() / (hidden.sum() * (1 + k))
+    total = hidden.sum() if count is None else count
+    return ((positive + negative) * hidden).sum() / (total * (1 + k))

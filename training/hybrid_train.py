@@ -11,7 +11,9 @@
 
 Both stages stop early on the validation metric of their markets (mean of
 ``valid_metric`` over ``valid_protocols``) and keep their best weights. Its settings
-are ``HybridTrainConfig`` (training/config.py). A run folder holds
+are ``HybridTrainConfig`` (training/config.py). With ``nproc`` > 1 (``cmr train
+--nproc``) the stages run data-parallel in that many processes (training/distributed.py,
+training/hybrid_epoch.py), from the closed form this process fitted once. A run folder holds
 closed_form.safetensors, pretrained/ and markets/<code>/ (best.safetensors,
 stage.json), metrics/, train.log, curves.png, summary.json.
 """
@@ -23,30 +25,25 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from tqdm import tqdm
 
-from model_store.vocab import PAD
 from training.closed_form import Blocks, Cooccurrence, FoldFits, fit_closed_form, fold_fits
 from training.config import HybridTrainConfig
 from training.data import load_interactions
+from training.distributed import ONE, Ranks, launch
 from training.evaluate import Result, evaluate
 from training.hybrid import ClosedForm, HybridConfig, HybridRecommender
-from training.hybrid_examples import (
-    UserSets,
-    hide,
-    masked_softmax_loss,
-    sampled_bce_loss,
-    user_batches,
-)
+from training.hybrid_epoch import EpochData, HybridStep, train_epoch
+from training.hybrid_examples import UserSets
 from training.predict import HybridScorer
-from training.protocols import EvalSet, build_eval_set, market_catalogues
-from training.runs import StageState, finish_run, start_run, write_config
+from training.protocols import EvalSet, build_eval_set
+from training.runs import LOG_FILE, StageState, finish_run, start_run, write_config
 from training.split import make_split
 from training.store_model import WarmStart, copy_learned
 
@@ -69,32 +66,34 @@ def run_hybrid_stage(
     stage_dir: Path,
     shared: bool,
     keep_start: bool = False,
+    ranks: Ranks = ONE,
 ) -> StageState:
     """Train on the users of ``markets`` until the validation metric stops improving.
 
     ``shared``: every parameter learns (pre-training); otherwise (adaptation, one
     market) only that market's own rows. ``keep_start``: the weights it starts from
     are validated first and kept unless an epoch does better (always so in adaptation).
+    ``ranks``: this process's share of the training (training/hybrid_epoch.py); rank 0
+    validates, decides when to stop and writes the stage's files.
     """
     stage_dir.mkdir(parents=True, exist_ok=True)
     weights_file = stage_dir / "best.safetensors"
     state_file = stage_dir / "stage.json"
+    # Every rank reads the same answer: rank 0 writes this file at the stage's end,
+    # after collectives that every rank joins only once past this check.
     if state_file.exists() and json.loads(state_file.read_text()).get("done"):
         _load_stage(model, weights_file, markets=markets, shared=shared)
-        log.info("%s: done in an earlier run, weights loaded", name)
+        log.info("%s: trained already, weights loaded", name)
         return StageState(**json.loads(state_file.read_text()))
-    device = next(model.parameters()).device
     trainable = list(model.parameters()) if shared else [getattr(model, n) for n in MARKET_ROWS]
     for p in model.parameters():
         p.requires_grad_(any(p is t for t in trainable))
+    ranks.copy_from_main(model)  # DDP starts from equal weights; it does not sync them
+    step = ranks.wrap(HybridStep(model), find_unused=not model.config.neural)
     opt = torch.optim.Adam(trainable, lr=cfg.lr if shared else cfg.adapt_lr)
     rng = np.random.default_rng([cfg.seed, *markets])
     torch_rng = torch.Generator().manual_seed(int(rng.integers(1 << 62)))
-    catalogue = torch.zeros((model.config.n_markets, model.config.n_items), dtype=torch.bool)
-    for m, sold in enumerate(market_catalogues(valid[0].split)):
-        catalogue[m, torch.from_numpy(sold)] = True
-    catalogue[:, PAD] = False
-    rows = np.flatnonzero(np.isin(sets.market.numpy(), markets))
+    data = EpochData.build(sets, folds, markets=markets, split=valid[0].split)
     max_epochs = cfg.max_epochs if shared else cfg.adapt_max_epochs
     scorer = HybridScorer(name, model)
 
@@ -103,77 +102,47 @@ def run_hybrid_stage(
         return scores, float(np.mean(scores))
 
     state = StageState()
-    if keep_start or not shared:  # keep what it starts from unless it does better
+    if ranks.main and (keep_start or not shared):  # keep the start unless it does better
         _, state.best = validate()
         state.best_epoch = 0
         log.info("%s epoch 0 (the start): valid %s = %.4f", name, cfg.valid_metric, state.best)
         _save_stage(model, weights_file, markets=markets, shared=shared)
     while not state.done:
         model.train()
-        start, total, steps = time.perf_counter(), 0.0, 0
-        n_batches = -(-len(rows) // cfg.batch_size)
-        bar = tqdm(
-            user_batches(rng, sets, rows, batch_size=cfg.batch_size),
-            total=n_batches,
+        start = time.perf_counter()
+        loss = train_epoch(
+            step, opt, data=data, cfg=cfg, rng=rng, torch_rng=torch_rng, ranks=ranks,
             desc=f"{name} epoch {state.epoch + 1}",
-            leave=False,
-            disable=None,
-        )
-        for batch in bar:
-            items = sets.items[batch]
-            width = max(int((items != PAD).sum(1).max()), 1)
-            items = items[:, :width]
-            hidden = hide(torch_rng, items, cfg.mask_rate)
-            inputs = items.masked_fill(hidden, PAD)
-            market = sets.market[batch]
-            fold = int(sets.fold[batch[0]])
-            closed = folds.fits[fold].catalogue_scores(inputs, market).to(device)
-            inputs, market = inputs.to(device), market.to(device)
-            network = closed.new_zeros((len(batch), model.config.n_items))
-            if model.config.neural:
-                users = model.user_vectors(inputs, market)
-                network = model.catalogue_network_scores(users, market)
-            logits = model.combine(closed, network, market)
-            allowed = catalogue[market.cpu()].to(device)
-            allowed.scatter_(1, inputs, False)  # what the user has is no negative
-            targets, hidden = items.to(device), hidden.to(device)
-            if cfg.loss == "softmax":
-                loss = masked_softmax_loss(logits, allowed=allowed, items=targets, hidden=hidden)
-            else:
-                allowed.scatter_(1, targets, False)
-                loss = sampled_bce_loss(
-                    torch_rng, logits, allowed=allowed, items=targets, hidden=hidden,
-                    k=cfg.negatives,
-                )  # fmt: skip
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total, steps = total + float(loss.detach()), steps + 1
+        )  # fmt: skip
         train_seconds = time.perf_counter() - start
-        scores, metric = validate()
-        point = {
-            "loss": total / max(steps, 1),
-            cfg.valid_metric: metric,
-            "users_per_s": len(rows) / train_seconds,
-            "train_s": train_seconds,
-            "valid_s": time.perf_counter() - start - train_seconds,
-        }
-        if state.end_epoch(point, metric, patience=cfg.patience, max_epochs=max_epochs):
-            _save_stage(model, weights_file, markets=markets, shared=shared)
-        log.info(
-            "%s epoch %d: loss %.4f, valid %s %s = %.4f (best %.4f at %d), %.0f s",
-            name,
-            state.epoch,
-            total / max(steps, 1),
-            cfg.valid_metric,
-            " / ".join(f"{v.protocol} {s:.4f}" for v, s in zip(valid, scores, strict=True)),
-            metric,
-            state.best,
-            state.best_epoch,
-            time.perf_counter() - start,
-        )
-    _load_stage(model, weights_file, markets=markets, shared=shared)
-    state_file.write_text(json.dumps(dataclasses.asdict(state), indent=1))
+        if ranks.main:
+            scores, metric = validate()
+            point = {
+                "loss": loss,
+                cfg.valid_metric: metric,
+                "users_per_s": len(data.rows) / train_seconds,
+                "train_s": train_seconds,
+                "valid_s": time.perf_counter() - start - train_seconds,
+            }
+            if state.end_epoch(point, metric, patience=cfg.patience, max_epochs=max_epochs):
+                _save_stage(model, weights_file, markets=markets, shared=shared)
+            log.info(
+                "%s epoch %d: loss %.4f, valid %s %s = %.4f (best %.4f at %d), %.0f s",
+                name,
+                state.epoch,
+                loss,
+                cfg.valid_metric,
+                " / ".join(f"{v.protocol} {s:.4f}" for v, s in zip(valid, scores, strict=True)),
+                metric,
+                state.best,
+                state.best_epoch,
+                time.perf_counter() - start,
+            )
+        state = ranks.from_main(state)  # rank 0 decides whether to go on
+    if ranks.main:
+        _load_stage(model, weights_file, markets=markets, shared=shared)
+        state_file.write_text(json.dumps(dataclasses.asdict(state), indent=1))
+    ranks.copy_from_main(model)
     for p in model.parameters():
         p.requires_grad_(True)
     return state
@@ -224,6 +193,51 @@ def load_closed_form(path: Path) -> ClosedForm:
     return ClosedForm(**tensors, global_size=size)
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Stages:
+    """Everything the stages train from, fitted once; what each rank is sent."""
+
+    run_dir: Path
+    markets: tuple[str, ...]
+    model_cfg: HybridConfig
+    closed: ClosedForm  # read-only: ranks share its memory
+    learned: dict[str, torch.Tensor]  # the starting weights; each rank trains a copy
+    sets: UserSets
+    folds: FoldFits
+    valid: list[EvalSet]
+    cfg: HybridTrainConfig
+    keep_start: bool
+
+
+def _train_stages(
+    model: HybridRecommender, work: _Stages, ranks: Ranks = ONE
+) -> dict[str, StageState]:
+    """Pre-training, then each market's adaptation (stages finished earlier are loaded)."""
+    stage: dict[str, Any] = {"sets": work.sets, "folds": work.folds, "valid": work.valid}
+    stage |= {"cfg": work.cfg, "ranks": ranks}
+    every = list(range(len(work.markets)))
+    stages: dict[str, StageState] = {}
+    stages["pretrain"] = run_hybrid_stage(
+        "pretrain", model, markets=every, stage_dir=work.run_dir / "pretrained", shared=True,
+        keep_start=work.keep_start, **stage,
+    )  # fmt: skip
+    for m, code in enumerate(work.markets if work.cfg.adapt else ()):
+        stages[code] = run_hybrid_stage(
+            f"adapt {code}", model, markets=[m], stage_dir=work.run_dir / "markets" / code,
+            shared=False, **stage,
+        )  # fmt: skip
+    return stages
+
+
+def _train_rank(ranks: Ranks, work: _Stages) -> None:
+    """One of ``--nproc`` processes: the stages on its share of every batch."""
+    model = HybridRecommender(work.model_cfg, work.closed)
+    with torch.no_grad():  # its own parameters: shared ones would be stepped by every rank
+        for name, value in work.learned.items():
+            model.get_parameter(name).copy_(value)
+    _train_stages(model.to(ranks.device), work, ranks)
+
+
 def train_hybrid(
     data_dir: Path,
     run_dir: Path,
@@ -231,12 +245,16 @@ def train_hybrid(
     model_settings: dict[str, Any],
     cfg: HybridTrainConfig,
     warm: WarmStart | None = None,
+    nproc: int = 1,
 ) -> list[Result]:
     """Fit the closed form, pre-train on every market, adapt each market, evaluate.
 
     ``warm``: start from a published version's weights (training/store_model.py): its
     vocabulary is kept and grown, its items and markets keep their rows, the closed
-    form is fitted afresh, and each stage keeps its start unless it does better."""
+    form is fitted afresh, and each stage keeps its start unless it does better.
+    ``nproc`` > 1: the stages run data-parallel in that many processes
+    (training/distributed.py), which write the stage folders; this process fits the
+    closed form before and evaluates after."""
     device = start_run(cfg.threads, cfg.seed, cfg.device)
     started = time.perf_counter()
     data = load_interactions(data_dir, base_items=warm.stored.vocabulary if warm else None)
@@ -254,6 +272,7 @@ def train_hybrid(
         model=model_cfg,
         train=cfg,
         init_from=warm.ref if warm else None,
+        nproc=nproc,
     )
     blocks = Blocks(
         global_lambda=model_cfg.ease_lambda,
@@ -282,19 +301,18 @@ def train_hybrid(
             new_items,
             ",".join(carried) or "none",
         )
-    model = model.to(device)
-    stage: dict[str, Any] = {"sets": sets, "folds": folds, "valid": valid, "cfg": cfg}
-    every = list(range(len(data.markets)))
-    stages: dict[str, StageState] = {}
-    stages["pretrain"] = run_hybrid_stage(
-        "pretrain", model, markets=every, stage_dir=run_dir / "pretrained", shared=True,
-        keep_start=warm is not None, **stage,
+    work = _Stages(
+        run_dir=run_dir, markets=data.markets, model_cfg=model_cfg, closed=closed,
+        learned=_learned(model), sets=sets, folds=folds, valid=valid, cfg=cfg,
+        keep_start=warm is not None,
     )  # fmt: skip
-    for m, code in enumerate(data.markets if cfg.adapt else ()):
-        stages[code] = run_hybrid_stage(
-            f"adapt {code}", model, markets=[m], stage_dir=run_dir / "markets" / code,
-            shared=False, **stage,
+    if nproc > 1:  # the ranks train every stage; below, each is then loaded from its folder
+        launch(
+            _train_rank, work, nproc=nproc, device_type=device.type, threads=cfg.threads,
+            seed=cfg.seed, log_file=run_dir / LOG_FILE,
         )  # fmt: skip
+    model = model.to(device)
+    stages = _train_stages(model, work)
     log.info(
         "trained %d markets (closed form, pre-training, adaptation) in %.0f s",
         len(data.markets),

@@ -1,6 +1,7 @@
 """A training run's folder, whatever the model family: its recipe, curves, metrics, summary.
 
-config.json                 family, model and training settings, data path, markets
+config.json                 family, model and training settings, data path, markets,
+                            nproc (training processes, `cmr train --nproc`)
 items.json                  the item vocabulary
 train.log                   the log
 commands.txt                the command that started it, then each resume
@@ -32,6 +33,8 @@ from training.report import write_json
 from training.split import Split
 
 log = logging.getLogger(__name__)
+
+LOG_FILE = "train.log"
 
 
 @dataclass(kw_only=True)
@@ -94,9 +97,11 @@ def write_config(
     model: Any,
     train: Any,
     init_from: str | None = None,
+    nproc: int = 1,
 ) -> None:
-    """Record the recipe (``model`` and ``train`` are dataclasses) and the vocabulary;
-    a resumed run must have the same recipe."""
+    """Record the recipe (``model`` and ``train`` are dataclasses), the number of
+    training processes and the vocabulary; a resumed run must have the same recipe (it
+    may run in another number of processes: the results agree)."""
     payload = {
         "family": family,
         "name": name,
@@ -105,13 +110,15 @@ def write_config(
         "items_sha256": data.items.sha256(),
         "model": dataclasses.asdict(model),
         "train": dataclasses.asdict(train),
+        "nproc": nproc,
     } | ({"init_from": init_from} if init_from else {})
     path = run_dir / "config.json"
     text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
     if path.exists():
         recorded = json.loads(path.read_text())
         recorded["model"] = named_variant(recorded["model"])
-        if recorded != json.loads(text):
+        recorded.pop("nproc", None)
+        if recorded != {k: v for k, v in json.loads(text).items() if k != "nproc"}:
             raise ValueError(f"{run_dir} holds a run with other settings; use another --out")
     path.write_text(text)
     data.items.save(run_dir / "items.json")

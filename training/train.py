@@ -13,6 +13,7 @@ from training.bert4cmr_train import train_bert4cmr
 from training.config import Recipe, TrainConfig
 from training.evaluate import Result
 from training.hybrid_train import train_hybrid
+from training.runs import LOG_FILE
 from training.store_model import WarmStart, load_stored_hybrid, parse_store_ref
 
 
@@ -23,10 +24,16 @@ def train_run(
     *,
     command: str = "",
     init_from: str | None = None,
+    nproc: int = 1,
 ) -> list[Result]:
     """Train ``recipe`` into ``run_dir`` and evaluate it; resumable. ``command`` (what
     started it) is appended to ``commands.txt``, for the model store. ``init_from``
-    (``STORE[:VERSION]``, hybrid only): start from that published version's weights."""
+    (``STORE[:VERSION]``, hybrid only): start from that published version's weights.
+    ``nproc`` (hybrid only): training processes, data-parallel (training/distributed.py)."""
+    if nproc < 1:
+        raise ValueError(f"--nproc must be at least 1, got {nproc}")
+    if nproc > 1 and isinstance(recipe.train, TrainConfig):
+        raise ValueError("--nproc: only the hybrid family trains across processes")
     warm = None
     if init_from is not None:
         if isinstance(recipe.train, TrainConfig):
@@ -36,14 +43,19 @@ def train_run(
     if command:
         with (run_dir / "commands.txt").open("a") as f:
             f.write(command + "\n")
-    handler = logging.FileHandler(run_dir / "train.log")
+    handler = logging.FileHandler(run_dir / LOG_FILE)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("training").addHandler(handler)
     try:
         if isinstance(recipe.train, TrainConfig):
             return train_bert4cmr(data_dir, run_dir, model_settings=recipe.model, cfg=recipe.train)
         return train_hybrid(
-            data_dir, run_dir, model_settings=recipe.model, cfg=recipe.train, warm=warm
+            data_dir,
+            run_dir,
+            model_settings=recipe.model,
+            cfg=recipe.train,
+            warm=warm,
+            nproc=nproc,
         )
     finally:
         logging.getLogger("training").removeHandler(handler)
