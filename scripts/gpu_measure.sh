@@ -55,7 +55,10 @@ serve() { # the service end to end on the GPU: one process, then four side by si
             --workloads given whole --rounds 1 --seconds 8
     done
 }
-ddp() { $py -m benchmarks.ddp --data data/xmarket-electronics --device cuda; }
+ddp() {
+    $py -m benchmarks.ddp --data data/xmarket-electronics --device cuda --config 1x8 \
+        --config 2x4 --rounds 2 --steps 30
+}
 
 export py store
 export -f setup train graph binding serve ddp
