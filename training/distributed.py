@@ -20,6 +20,8 @@ collective a no-op, so the one-process path runs the same code:
 
 from __future__ import annotations
 
+import inspect
+
 import atexit
 import logging
 import os
@@ -47,6 +49,14 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 class DistributedError(RuntimeError):
     """A training process failed; the others have been stopped."""
+
+
+# The hybrid has no buffers that train; torch 2.13 renamed the switch (older: broadcast_).
+_NO_BUFFER_SYNC = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+    else {"broadcast_buffers": False}
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,8 +91,8 @@ class Ranks:
             module,
             device_ids=[self.device.index] if self.device.type == "cuda" else None,
             init_sync=False,
-            forward_sync_buffers=False,
             find_unused_parameters=find_unused,
+            **_NO_BUFFER_SYNC,
         )
 
     def total(self, value: float) -> float:

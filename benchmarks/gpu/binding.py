@@ -90,7 +90,7 @@ def graph_call(path: Path, feed: Feed) -> Callable[[], np.ndarray]:
 
 def bench_binding(
     store: ModelStore, *, provider: str, batches: Sequence[int], candidates: Sequence[int],
-    history: int = 50, min_seconds: float = 1.0,
+    history: int = 50, min_seconds: float = 1.0, graphs: bool = True,
 ) -> list[Case]:  # fmt: skip
     opened = store.open()
     manifest = opened.manifest
@@ -110,7 +110,7 @@ def bench_binding(
                 "market": np.full(b, manifest.markets[market], dtype=np.int64),
             }
             expected = np.asarray(session.run(None, feed)[0])
-            ways = ["run", "iobinding"] + (["cuda graph"] if provider == "cuda" else [])
+            ways = ["run", "iobinding"] + (["cuda graph"] if provider == "cuda" and graphs else [])
             for way in ways:
                 make = partial(_make_call, way, session=session, path=path, feed=feed)
                 cases.append(_time(way, make, expected, b, c, min_seconds))
@@ -176,10 +176,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--candidates", type=int, action="append", help="0 = whole catalogue; default 200, 0"
     )
     parser.add_argument("--min-seconds", type=float, default=1.0, help="per case")
+    parser.add_argument(
+        "--no-cuda-graph", action="store_true", help="skip the CUDA graph way (its failed "
+        "capture can abort the process)",
+    )
     args = parser.parse_args(argv)
     cases = bench_binding(
         ModelStore(args.store), provider=args.provider, batches=args.batch or (1, 64),
         candidates=args.candidates or (200, 0), min_seconds=args.min_seconds,
+        graphs=not args.no_cuda_graph,
     )  # fmt: skip
     print(machine() + "\n" + binding_table(cases), end="")
 
