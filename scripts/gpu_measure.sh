@@ -3,9 +3,14 @@
 # (its image: Python 3.12 with torch and CUDA, no service packages, no Redis), right
 # after the call that brought the first part of the onnxruntime-gpu bundle
 # (benchmarks/gpu/README.md, "Run it on the device"). This call carries the rest:
-#   build/gpu-prep/ort_gpu_rest.tar.xz, build/gpu-prep/SHA256SUMS  onnxruntime-gpu's rest
-#   build/gpu-serve/wheels      the service's packages for Python 3.12 (pip download)
-#   build/gpu-serve/redis.tar.xz  redis-server and the libraries it links
+#   $BUNDLE/ort_gpu_rest.tar.xz, $BUNDLE/SHA256SUMS  onnxruntime-gpu's rest (BUNDLE:
+#       benchmarks.gpu.pack's output, default build/gpu-bundle; on 2026-11-29, build/gpu-prep)
+#   build/gpu-serve/wheels      the service's packages for the device's Python 3.12:
+#       pip download --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64
+#       --platform manylinux_2_28_x86_64 --platform any --dest build/gpu-serve/wheels
+#       fastapi "uvicorn[standard]" pydantic-settings "redis[hiredis]" prometheus-client httpx
+#   build/gpu-serve/redis.tar.xz  redis-server and the libraries `ldd` lists for it, as
+#       redis/redis-server and redis/lib/ (tar -cJf, from this machine's Debian package)
 #   data/xmarket-electronics    the real data (the store is trained here: too big to carry)
 # Each step has its own time limit and writes to $OUT as it goes, so a step that fails
 # or runs out of time leaves the others' results.
@@ -30,7 +35,7 @@ export PYTHONPATH=/tmp/site:$PWD:/tmp/site-serve
 export PATH=/tmp/redis:$PATH
 
 setup() {
-    $py -m benchmarks.gpu.unpack --bundle build/gpu-prep /tmp/site \
+    $py -m benchmarks.gpu.unpack --bundle "${BUNDLE:-build/gpu-bundle}" /tmp/site \
         || { echo "the bundle's first part is gone: the machine went cold"; return 3; }
     $py -m pip install --quiet --no-index --find-links build/gpu-serve/wheels \
         --target /tmp/site-serve fastapi "uvicorn[standard]" pydantic-settings \
@@ -60,7 +65,7 @@ ddp() {
         --config 2x4 --rounds 2 --steps 30
 }
 
-export py store
+export py store BUNDLE
 export -f setup train graph binding serve ddp
 for step in "${steps[@]}"; do
     case $step in
