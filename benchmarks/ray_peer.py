@@ -47,11 +47,12 @@ from starlette.responses import Response
 from model_store.store import ModelStore
 from model_store.vocab import IntArray, pad_rows
 from service import redis_client
-from service.errors import NonFiniteScores, ServiceError
+from service.errors import ServiceError
 from service.event_log import EventLog
 from service.graphs import Graph, MarketModel, Scores
 from service.history import RedisHistory
 from service.loading import load_version
+from service.ranking import rank, reply
 from service.schemas import RecommendIn
 from service.scorer import DEFAULT_ROWS
 from service.sessions import Provider
@@ -168,34 +169,21 @@ class Recommender:
             return _json({"error": str(e), "detail": e.detail}, e.status)
 
     async def recommend(self, market: str, body: RecommendIn) -> dict[str, Any]:
-        """What the service's recommend route does (service/routes/recommend.py)."""
+        """The service's recommend route's work (service/ranking.py), batched by Ray."""
         loaded = self.loaded
         ranking = loaded.ranking(market, new_markets=())
-        seen = loaded.known_history(await self.history.history(market, body.user_id))
-        candidates = ranking.candidates(
-            loaded.vocabulary, body.candidates, seen=seen, exclude_seen=body.exclude_seen
-        )
-        fallback = None
-        if not isinstance(ranking, MarketModel) or len(seen) == 0:
-            fallback, scores = "popularity", ranking.popularity(candidates)
-        elif len(candidates) == 0:
-            scores = ranking.popularity(candidates)
-        else:
-            job = Job(ranking.graph, seen, candidates, ranking.index)
-            scores = await self.score(job)
-        if not np.isfinite(scores).all():
-            raise NonFiniteScores()
-        return {
-            "market": market,
-            "user_id": body.user_id,
-            "items": [
-                {"item_id": item, "score": score}
-                for item, score in loaded.top_k(candidates, scores, body.k)
-            ],
-            "model_version": loaded.version,
-            "variant": loaded.variant,
-            "fallback": fallback,
-        }
+        stored = await self.history.history(market, body.user_id)
+        ranked = await rank(
+            loaded, ranking, market=market, stored=stored, candidates=body.candidates,
+            k=body.k, exclude_seen=body.exclude_seen, score=self.score_one,
+        )  # fmt: skip
+        return reply(loaded, ranked, market=market, user_id=body.user_id)
+
+    async def score_one(
+        self, history: IntArray, candidates: IntArray, model: MarketModel
+    ) -> Scores:
+        scores: Scores = await self.score(Job(model.graph, history, candidates, model.index))
+        return scores
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -20,7 +20,6 @@ from collections.abc import Callable, Coroutine
 from functools import cached_property
 from typing import Any, get_type_hints
 
-import numpy as np
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
@@ -40,7 +39,7 @@ from service.errors import (
     error_response,
     validation_detail,
 )
-from service.graphs import MarketModel
+from service.ranking import rank, reply
 from service.schemas import RecommendIn, RecommendOut
 
 log = logging.getLogger(__name__)
@@ -102,32 +101,12 @@ async def recommend(market: str, body: RecommendIn, resources: Res) -> dict[str,
     loaded = resources.reloader.serving()  # one version for the whole request, even mid-reload
     ranking = loaded.ranking(market, new_markets=resources.settings.new_markets)
     stored = await resources.history.history(market, body.user_id)
-    seen = loaded.known_history(stored)
-    candidates = ranking.candidates(
-        loaded.vocabulary, body.candidates, seen=seen, exclude_seen=body.exclude_seen
-    )
-    fallback: str | None = None
-    if not isinstance(ranking, MarketModel) or len(seen) == 0:
-        fallback = "popularity"  # no model for the market yet, or no known history
-        scores = ranking.popularity(candidates)
+    ranked = await rank(
+        loaded, ranking, market=market, stored=stored, candidates=body.candidates, k=body.k,
+        exclude_seen=body.exclude_seen, score=resources.scorer.score,
+    )  # fmt: skip
+    if ranked.fallback is not None:
         resources.metrics.fallbacks.labels(market).inc()
-    elif len(candidates) == 0:
-        scores = ranking.popularity(candidates)  # nothing to score
-    else:
-        scores = await resources.scorer.score(seen, candidates, ranking)
-        resources.metrics.candidates.labels(market).inc(len(candidates))
-    if not np.isfinite(scores).all():
-        bad = int(np.count_nonzero(~np.isfinite(scores)))
-        log.error("recommend %s: %d of %d scores are not finite", market, bad, len(scores))
-        raise NonFiniteScores()
-    return {
-        "market": market,
-        "user_id": body.user_id,
-        "items": [
-            {"item_id": item, "score": score}
-            for item, score in loaded.top_k(candidates, scores, body.k)
-        ],
-        "model_version": loaded.version,
-        "variant": loaded.variant,
-        "fallback": fallback,
-    }
+    if ranked.scored:
+        resources.metrics.candidates.labels(market).inc(ranked.scored)
+    return reply(loaded, ranked, market=market, user_id=body.user_id)
