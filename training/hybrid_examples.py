@@ -3,8 +3,9 @@ batches, and the losses over the hidden items (training/hybrid_train.py runs the
 
 Each epoch hides a random ``mask_rate`` of each user's training items; the model
 predicts the hidden ones from the rest, with a softmax over the user's market
-catalogue or a binary cross-entropy against sampled items. A batch holds users of
-one fold and one market, so it is scored by one out-of-fold closed form.
+catalogue (plain, or S2CE's soft targets over semantic neighbours: training/semantics.py)
+or a binary cross-entropy against sampled items. A batch holds users of one fold and
+one market, so it is scored by one out-of-fold closed form (``batch_loss``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ import torch
 import torch.nn.functional as F
 
 from model_store.vocab import PAD
+from training.closed_form import FoldFits
+from training.config import HybridTrainConfig
+from training.hybrid import HybridRecommender
+from training.protocols import market_catalogues
+from training.semantics import ItemSemantics
 from training.split import Split
 
 
@@ -96,3 +102,89 @@ def sampled_bce_loss(
     positive = F.softplus(-logits.gather(1, items))  # (B, L)
     negative = F.softplus(negative_logits).sum(-1)
     return ((positive + negative) * hidden).sum() / (hidden.sum() * (1 + k))
+
+
+def semantic_softmax_loss(
+    logits: torch.Tensor,
+    *,
+    allowed: torch.Tensor,
+    items: torch.Tensor,
+    hidden: torch.Tensor,
+    neighbours: torch.Tensor,
+    weights: torch.Tensor,
+    alpha: float,
+) -> torch.Tensor:
+    """S2CE (FeCoSR): cross-entropy against a soft target per hidden item, 1 - alpha on
+    the item and alpha spread over its semantic ``neighbours`` (V, K) by ``weights``
+    (V, K), among the ``allowed`` ones only; an item without allowed neighbours keeps
+    the one-hot target. alpha = 0 is ``masked_softmax_loss``."""
+    log_p = logits.masked_fill(~allowed, float("-inf")).log_softmax(-1)  # (B, V)
+    own = log_p.gather(1, items)  # (B, L)
+    near = neighbours[items]  # (B, L, K)
+    flat = near.flatten(1)  # (B, L * K)
+    w = weights[items] * allowed.gather(1, flat).view_as(near).float()
+    total = w.sum(-1, keepdim=True)  # (B, L, 1)
+    w = w / total.clamp(min=1e-12)
+    near_log_p = log_p.gather(1, flat).view_as(near)
+    # 0 * -inf is nan: a neighbour the market does not sell weighs nothing, exactly.
+    soft = torch.where(w > 0, w * near_log_p, torch.zeros_like(w)).sum(-1)  # (B, L)
+    a = alpha * (total.squeeze(-1) > 0).float()
+    picked = ((1.0 - a) * own + a * soft).masked_fill(~hidden, 0.0)
+    return -picked.sum() / hidden.sum()
+
+
+def catalogue_mask(split: Split) -> torch.Tensor:
+    """(M, V) bool: the items each market sells, PAD never."""
+    data = split.data
+    catalogue = torch.zeros((len(data.markets), data.items.size), dtype=torch.bool)
+    for m, sold in enumerate(market_catalogues(split)):
+        catalogue[m, torch.from_numpy(sold)] = True
+    catalogue[:, PAD] = False
+    return catalogue
+
+
+def batch_loss(
+    model: HybridRecommender,
+    batch: np.ndarray,
+    *,
+    sets: UserSets,
+    folds: FoldFits,
+    catalogue: torch.Tensor,
+    cfg: HybridTrainConfig,
+    rng: torch.Generator,
+    semantics: ItemSemantics | None = None,
+) -> torch.Tensor:
+    """The loss of one batch of users (one fold, one market): hide some of each user's
+    items and predict them from the rest. ``catalogue`` (M, V) marks what each market
+    sells; ``semantics``: S2CE's soft targets (training/semantics.py) instead of the
+    plain softmax."""
+    device = next(model.parameters()).device
+    items = sets.items[batch]
+    width = max(int((items != PAD).sum(1).max()), 1)
+    items = items[:, :width]
+    hidden = hide(rng, items, cfg.mask_rate)
+    inputs = items.masked_fill(hidden, PAD)
+    market = sets.market[batch]
+    fold = int(sets.fold[batch[0]])
+    closed = folds.fits[fold].catalogue_scores(inputs, market).to(device)
+    inputs, market = inputs.to(device), market.to(device)
+    network = closed.new_zeros((len(batch), model.config.n_items))
+    if model.config.neural:
+        users = model.user_vectors(inputs, market)
+        network = model.catalogue_network_scores(users, market)
+    logits = model.combine(closed, network, market)
+    allowed = catalogue[market.cpu()].to(device)
+    allowed.scatter_(1, inputs, False)  # what the user has is no negative
+    targets, hidden = items.to(device), hidden.to(device)
+    if semantics is not None:
+        return semantic_softmax_loss(
+            logits, allowed=allowed, items=targets, hidden=hidden,
+            neighbours=semantics.neighbours.to(device), weights=semantics.weights.to(device),
+            alpha=semantics.alpha,
+        )  # fmt: skip
+    if cfg.loss == "softmax":
+        return masked_softmax_loss(logits, allowed=allowed, items=targets, hidden=hidden)
+    allowed.scatter_(1, targets, False)
+    return sampled_bce_loss(
+        rng, logits, allowed=allowed, items=targets, hidden=hidden, k=cfg.negatives
+    )

@@ -31,21 +31,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from model_store.vocab import PAD
 from training.closed_form import Blocks, Cooccurrence, FoldFits, fit_closed_form, fold_fits
 from training.config import HybridTrainConfig
 from training.data import load_interactions
 from training.evaluate import Result, evaluate
 from training.hybrid import ClosedForm, HybridConfig, HybridRecommender
-from training.hybrid_examples import (
-    UserSets,
-    hide,
-    masked_softmax_loss,
-    sampled_bce_loss,
-    user_batches,
-)
+from training.hybrid_examples import UserSets, batch_loss, catalogue_mask, user_batches
 from training.predict import HybridScorer
-from training.protocols import EvalSet, build_eval_set, market_catalogues
+from training.protocols import EvalSet, build_eval_set
 from training.runs import StageState, finish_run, start_run, write_config
 from training.split import make_split
 from training.store_model import WarmStart, copy_learned
@@ -83,17 +76,13 @@ def run_hybrid_stage(
         _load_stage(model, weights_file, markets=markets, shared=shared)
         log.info("%s: done in an earlier run, weights loaded", name)
         return StageState(**json.loads(state_file.read_text()))
-    device = next(model.parameters()).device
     trainable = list(model.parameters()) if shared else [getattr(model, n) for n in MARKET_ROWS]
     for p in model.parameters():
         p.requires_grad_(any(p is t for t in trainable))
     opt = torch.optim.Adam(trainable, lr=cfg.lr if shared else cfg.adapt_lr)
     rng = np.random.default_rng([cfg.seed, *markets])
     torch_rng = torch.Generator().manual_seed(int(rng.integers(1 << 62)))
-    catalogue = torch.zeros((model.config.n_markets, model.config.n_items), dtype=torch.bool)
-    for m, sold in enumerate(market_catalogues(valid[0].split)):
-        catalogue[m, torch.from_numpy(sold)] = True
-    catalogue[:, PAD] = False
+    catalogue = catalogue_mask(valid[0].split)
     rows = np.flatnonzero(np.isin(sets.market.numpy(), markets))
     max_epochs = cfg.max_epochs if shared else cfg.adapt_max_epochs
     scorer = HybridScorer(name, model)
@@ -120,31 +109,10 @@ def run_hybrid_stage(
             disable=None,
         )
         for batch in bar:
-            items = sets.items[batch]
-            width = max(int((items != PAD).sum(1).max()), 1)
-            items = items[:, :width]
-            hidden = hide(torch_rng, items, cfg.mask_rate)
-            inputs = items.masked_fill(hidden, PAD)
-            market = sets.market[batch]
-            fold = int(sets.fold[batch[0]])
-            closed = folds.fits[fold].catalogue_scores(inputs, market).to(device)
-            inputs, market = inputs.to(device), market.to(device)
-            network = closed.new_zeros((len(batch), model.config.n_items))
-            if model.config.neural:
-                users = model.user_vectors(inputs, market)
-                network = model.catalogue_network_scores(users, market)
-            logits = model.combine(closed, network, market)
-            allowed = catalogue[market.cpu()].to(device)
-            allowed.scatter_(1, inputs, False)  # what the user has is no negative
-            targets, hidden = items.to(device), hidden.to(device)
-            if cfg.loss == "softmax":
-                loss = masked_softmax_loss(logits, allowed=allowed, items=targets, hidden=hidden)
-            else:
-                allowed.scatter_(1, targets, False)
-                loss = sampled_bce_loss(
-                    torch_rng, logits, allowed=allowed, items=targets, hidden=hidden,
-                    k=cfg.negatives,
-                )  # fmt: skip
+            loss = batch_loss(
+                model, batch, sets=sets, folds=folds, catalogue=catalogue, cfg=cfg,
+                rng=torch_rng,
+            )  # fmt: skip
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
