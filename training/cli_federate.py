@@ -56,6 +56,10 @@ def federate_command(
 
     with training_errors():
         recipe = parse_recipe(None, set_ or [])
+        if strategy not in ("fedavg", "fedprox", "alone"):
+            raise ValueError(f"--strategy {strategy!r}: fedavg, fedprox or alone")
+        if semantics not in ("cooccurrence", "text", "none"):
+            raise ValueError(f"--semantics {semantics!r}: cooccurrence, text or none")
         if not isinstance(recipe.train, HybridTrainConfig):
             raise ValueError("federated training trains the hybrid family")
         cfg = FederatedConfig(
@@ -63,10 +67,6 @@ def federate_command(
             proximal_mu=mu, item_weighting=item_weighting, semantics=semantics,  # type: ignore[arg-type]
             s2ce_alpha=alpha, adapt=adapt, train=recipe.train,
         )  # fmt: skip
-        if strategy not in ("fedavg", "fedprox", "alone"):
-            raise ValueError(f"--strategy {strategy!r}: fedavg, fedprox or alone")
-        if semantics not in ("cooccurrence", "text", "none"):
-            raise ValueError(f"--semantics {semantics!r}: cooccurrence, text or none")
         results = federate(
             data, out, model_settings=recipe.model, cfg=cfg, item_text=item_text,
             command=shlex.join(["cmr", *sys.argv[1:]]),

@@ -58,8 +58,9 @@ class ItemSemantics:
         an item without text or co-occurrence) has none and is nobody's neighbour."""
         n = vectors.shape[0]
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        known = norms[:, 0] > 0
-        unit = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+        # An SVD leaves round-off, not zeros, in the rows of items without text.
+        known = norms[:, 0] > 1e-6 * max(float(norms.max(initial=0.0)), 1e-30)
+        unit = np.divide(vectors, norms, out=np.zeros_like(vectors), where=known[:, None])
         k = max(0, min(k, int(known.sum()) - 1))
         neighbours = np.zeros((n, k), np.int64)
         weights = np.zeros((n, k), np.float32)

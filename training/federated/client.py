@@ -119,6 +119,9 @@ class MarketClient:
         opt = torch.optim.Adam(model.parameters(), lr=train.lr)
         rng = np.random.default_rng([train.seed, self.market, server_round])
         torch_rng = torch.Generator().manual_seed(int(rng.integers(1 << 62)))
+        # Dropout draws from torch's global generator, and Flower's strategies sample
+        # the clients of a round in random order: seed it per client and round.
+        torch.manual_seed(int(rng.integers(1 << 62)))
         catalogue = catalogue_mask(self.split)
         rows = np.arange(len(self.sets.users))
         model.train()
@@ -187,6 +190,9 @@ class MarketClient:
         metrics = self._metrics("rounds")
         round_rows = {n: t for n, t in self.parts().items() if n in MARKET_ROWS}
         if adapt:
+            torch.manual_seed(
+                int(np.random.default_rng([self.cfg.train.seed, self.market]).integers(1 << 62))
+            )
             stage = self.adapt(None)
             metrics["adapt-best-epoch"] = stage.best_epoch
             metrics.update(self._metrics("adapted"))

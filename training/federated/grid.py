@@ -79,7 +79,10 @@ class InProcessGrid(Grid):
         return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return [self._replies.pop(i) for i in message_ids if i in self._replies]
+        # By node: Flower's strategies sample a round's clients in random order, and
+        # the order of a float sum should not change the model.
+        replies = [self._replies.pop(i) for i in message_ids if i in self._replies]
+        return sorted(replies, key=lambda m: m.metadata.src_node_id)
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None

@@ -6,8 +6,8 @@ share goes to its own client (training/federated/partition.py): the simulation o
 markets that each hold their own rows, evaluated on the very candidates central
 training and the baselines get. The run folder holds what a hybrid run holds
 (config.json, items.json, closed_form.safetensors, pretrained/, markets/<code>/,
-metrics/) plus federation.json (the settings), traffic.json (bytes per round and
-client) and summary.json (wall times, losses).
+metrics/; the model before adaptation in metrics/no-adapt/) plus federation.json (the
+settings), traffic.json (bytes per round and client) and summary.json (wall times).
 """
 
 from __future__ import annotations
@@ -163,10 +163,9 @@ def federate(
         each_alone(clients, cfg) if cfg.strategy == "alone" else simulate(clients, cfg, traffic)
     )
     results = client_results(outcome, markets=data.markets, cfg=cfg)
-    for protocol in cfg.train.eval_protocols:
-        for split_name in cfg.train.eval_splits:
-            these = [r for r in results if (r.protocol, r.split) == (protocol, split_name)]
-            write_json(these, run_dir / "metrics" / f"{protocol}-{split_name}.json")
+    for result in results:  # the run's model in metrics/, as a hybrid run has it
+        folder = run_dir / "metrics" / ("" if result.model == cfg.name else "no-adapt")
+        write_json([result], folder / f"{result.protocol}-{result.split}.json")
     if cfg.strategy != "alone":  # one model for every market: a hybrid run, exportable
         _save_model(run_dir, outcome, model_cfg=model_cfg, markets=data.markets)
     traffic.save(run_dir / "traffic.json")
