@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/venv.sh
-install_project "train,serve,dev"
+install_project "train,serve,dev,federated"
 # System tools the tests use: a real redis-server for the service tests, and the
 # validators of the deployment files (docker-compose config, promtool).
 install_system_packages redis-server=redis-server docker-compose=docker-compose \

@@ -143,7 +143,7 @@ def error_response(error: ServiceError, metrics: Metrics | None = None) -> JSONR
     """The reply to ``error``, counted where a metric watches its kind."""
     if metrics is not None and isinstance(error, HistoryUnavailable):
         metrics.redis_errors.inc()
-    body = {"error": str(error)} if error.detail is None else {
+    body: dict[str, object] = {"error": str(error)} if error.detail is None else {
         "error": str(error), "detail": error.detail
     }  # fmt: skip
     # JSONResponse refuses NaN (allow_nan=False): no error reply carries one either.

@@ -171,7 +171,8 @@ def tune_ease(
     if not grid:
         raise ValueError("the lambda grid is empty")
     n_markets = len(split.data.markets)
-    groups = [(m,) for m in range(n_markets)] if per_market else [tuple(range(n_markets))]
+    every = tuple(range(n_markets))
+    groups: list[tuple[int, ...]] = [(m,) for m in range(n_markets)] if per_market else [every]
     name = "ease-per-market" if per_market else "ease"
     chosen: list[list[EaseBlock]] = [[] for _ in valid_sets]
     for markets in groups:

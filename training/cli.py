@@ -17,6 +17,7 @@ import typer
 
 from model_store.cli import StoreDir
 from training.cli_evaluate import evaluate_command
+from training.cli_federate import federate_command
 from training.cli_onboard import onboard_command
 from training.cli_options import DataDir, training_errors
 from training.cli_report import report_app
@@ -31,6 +32,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(report_app, name="report")
 app.command("evaluate")(evaluate_command)
 app.command("onboard")(onboard_command)
+app.command("federate")(federate_command)
 
 
 class Variant(StrEnum):

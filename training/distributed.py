@@ -20,9 +20,8 @@ collective a no-op, so the one-process path runs the same code:
 
 from __future__ import annotations
 
-import inspect
-
 import atexit
+import inspect
 import logging
 import os
 import pickle
@@ -52,7 +51,7 @@ class DistributedError(RuntimeError):
 
 
 # The hybrid has no buffers that train; torch 2.13 renamed the switch (older: broadcast_).
-_NO_BUFFER_SYNC = (
+_NO_BUFFER_SYNC: dict[str, Any] = (  # Any: a ** of bools mypy checks against every parameter
     {"forward_sync_buffers": False}
     if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
     else {"broadcast_buffers": False}

@@ -7,6 +7,8 @@ and divides its loss by the whole batch's count of hidden items. The shares' los
 add up to the one-process loss, DistributedDataParallel sums their gradients (it
 averages: each share's loss is scaled by the number of ranks), so a step is the
 one-process step up to the order of floating-point sums, dropout aside.
+``batch_loss`` is that per-batch loss, and the federated client's too
+(training/federated/client.py, one process, optionally with S2CE's soft targets).
 """
 
 from __future__ import annotations
@@ -23,17 +25,19 @@ from tqdm import tqdm
 from model_store.vocab import PAD, IntArray
 from training.closed_form import FoldFits
 from training.config import HybridTrainConfig
-from training.distributed import Ranks
+from training.distributed import ONE, Ranks
 from training.hybrid import HybridRecommender
 from training.hybrid_examples import (
     UserSets,
+    catalogue_mask,
     hide,
     masked_softmax_loss,
     sample_negatives,
     sampled_bce_loss,
+    semantic_softmax_loss,
     user_batches,
 )
-from training.protocols import market_catalogues
+from training.semantics import ItemSemantics
 from training.split import Split
 
 
@@ -69,13 +73,65 @@ class EpochData:
         cls, sets: UserSets, folds: FoldFits, *, markets: Sequence[int], split: Split
     ) -> EpochData:
         """The users of ``markets``, and the catalogues of ``split``'s markets."""
-        shape = (len(split.data.markets), split.data.items.size)
-        catalogue = torch.zeros(shape, dtype=torch.bool)
-        for m, sold in enumerate(market_catalogues(split)):
-            catalogue[m, torch.from_numpy(sold)] = True
-        catalogue[:, PAD] = False
         rows = np.flatnonzero(np.isin(sets.market.numpy(), markets))
-        return cls(sets=sets, folds=folds, rows=rows, catalogue=catalogue)
+        return cls(sets=sets, folds=folds, rows=rows, catalogue=catalogue_mask(split))
+
+
+def batch_loss(
+    step: nn.Module,
+    batch: IntArray,
+    *,
+    data: EpochData,
+    cfg: HybridTrainConfig,
+    rng: torch.Generator,
+    ranks: Ranks = ONE,
+    semantics: ItemSemantics | None = None,
+) -> Tensor:
+    """The loss of one batch of users (one fold, one market) of ``data``: hide some of
+    each user's items and predict them from the rest with ``step`` (a ``HybridStep``,
+    in DDP or not). With ``ranks``, this rank's share of the batch, divided by the
+    whole batch's hidden items (the shares' losses add up to the batch's).
+    ``semantics``: S2CE's soft targets (training/semantics.py) instead of
+    ``cfg.loss``."""
+    device = next(step.parameters()).device
+    sets, catalogue = data.sets, data.catalogue
+    # The whole batch's draws on every rank: ``rng`` advances as in one process.
+    items = sets.items[batch]
+    width = max(int((items != PAD).sum(1).max()), 1)
+    items = items[:, :width]
+    hidden = hide(rng, items, cfg.mask_rate)
+    count = int(hidden.sum())
+    inputs = items.masked_fill(hidden, PAD)
+    market = sets.market[batch]
+    negatives = None
+    if semantics is None and cfg.loss == "bce":
+        allowed = catalogue[market]
+        allowed.scatter_(1, inputs, False)  # what the user has is no negative
+        allowed.scatter_(1, items, False)
+        negatives = sample_negatives(rng, allowed, cfg.negatives * width)
+    fold = int(sets.fold[batch[0]])  # a batch shares its fold
+    mine = ranks.share(len(batch))
+    items, hidden, inputs, market = items[mine], hidden[mine], inputs[mine], market[mine]
+    closed = data.folds.fits[fold].catalogue_scores(inputs, market).to(device)
+    targets, hidden = items.to(device), hidden.to(device)
+    inputs, market = inputs.to(device), market.to(device)
+    logits = cast(Tensor, step(inputs, market, closed))
+    if negatives is not None:
+        return sampled_bce_loss(
+            logits, negatives=negatives[mine].to(device), items=targets, hidden=hidden,
+            count=count,
+        )  # fmt: skip
+    allowed = catalogue[market.cpu()].to(device)
+    allowed.scatter_(1, inputs, False)  # what the user has is no negative
+    if semantics is None:
+        return masked_softmax_loss(
+            logits, allowed=allowed, items=targets, hidden=hidden, count=count
+        )
+    return semantic_softmax_loss(
+        logits, allowed=allowed, items=targets, hidden=hidden,
+        neighbours=semantics.neighbours.to(device), weights=semantics.weights.to(device),
+        alpha=semantics.alpha, count=count,
+    )  # fmt: skip
 
 
 def train_epoch(
@@ -91,49 +147,16 @@ def train_epoch(
 ) -> float:
     """Train ``step`` (a ``HybridStep``, in DDP when ``ranks.world`` > 1) for one epoch
     over ``data``; the mean batch loss, the same on every rank."""
-    device = next(step.parameters()).device
-    sets, catalogue = data.sets, data.catalogue
     total, steps = 0.0, 0
     bar = tqdm(
-        user_batches(rng, sets, data.rows, batch_size=cfg.batch_size),
+        user_batches(rng, data.sets, data.rows, batch_size=cfg.batch_size),
         total=-(-len(data.rows) // cfg.batch_size),
         desc=desc,
         leave=False,
         disable=None if ranks.main else True,  # no bar when not on a terminal; one bar
     )
     for batch in bar:
-        # The whole batch's draws on every rank: each generator advances as in one process.
-        items = sets.items[batch]
-        width = max(int((items != PAD).sum(1).max()), 1)
-        items = items[:, :width]
-        hidden = hide(torch_rng, items, cfg.mask_rate)
-        count = int(hidden.sum())
-        inputs = items.masked_fill(hidden, PAD)
-        market = sets.market[batch]
-        negatives = None
-        if cfg.loss == "bce":
-            allowed = catalogue[market]
-            allowed.scatter_(1, inputs, False)  # what the user has is no negative
-            allowed.scatter_(1, items, False)
-            negatives = sample_negatives(torch_rng, allowed, cfg.negatives * width)
-        fold = int(sets.fold[batch[0]])  # a batch shares its fold
-        mine = ranks.share(len(batch))
-        items, hidden, inputs, market = items[mine], hidden[mine], inputs[mine], market[mine]
-        closed = data.folds.fits[fold].catalogue_scores(inputs, market).to(device)
-        targets, hidden = items.to(device), hidden.to(device)
-        inputs, market = inputs.to(device), market.to(device)
-        logits = cast(Tensor, step(inputs, market, closed))
-        if negatives is None:
-            allowed = catalogue[market.cpu()].to(device)
-            allowed.scatter_(1, inputs, False)  # what the user has is no negative
-            loss = masked_softmax_loss(
-                logits, allowed=allowed, items=targets, hidden=hidden, count=count
-            )
-        else:
-            loss = sampled_bce_loss(
-                logits, negatives=negatives[mine].to(device), items=targets, hidden=hidden,
-                count=count,
-            )  # fmt: skip
+        loss = batch_loss(step, batch, data=data, cfg=cfg, rng=torch_rng, ranks=ranks)
         opt.zero_grad(set_to_none=True)
         # DDP averages the ranks' gradients; scaled by their number, the average is the
         # sum of the shares', which is the whole batch's gradient.

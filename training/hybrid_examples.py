@@ -1,10 +1,12 @@
 """What the hybrid learns from: its users' item sets, the items hidden each epoch, the
-batches, and the losses over the hidden items (training/hybrid_train.py runs them).
+batches, the market catalogues, and the losses over the hidden items
+(training/hybrid_epoch.py's ``batch_loss`` puts them together for one batch).
 
 Each epoch hides a random ``mask_rate`` of each user's training items; the model
 predicts the hidden ones from the rest, with a softmax over the user's market
-catalogue or a binary cross-entropy against sampled items. A batch holds users of
-one fold and one market, so it is scored by one out-of-fold closed form.
+catalogue (plain, or S2CE's soft targets over semantic neighbours: training/semantics.py)
+or a binary cross-entropy against sampled items. A batch holds users of one fold and
+one market, so it is scored by one out-of-fold closed form.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from model_store.vocab import PAD
+from training.protocols import market_catalogues
 from training.split import Split
 
 
@@ -109,3 +112,44 @@ def sampled_bce_loss(
     negative = F.softplus(negative_logits).sum(-1)
     total = hidden.sum() if count is None else count
     return ((positive + negative) * hidden).sum() / (total * (1 + k))
+
+
+def semantic_softmax_loss(
+    logits: torch.Tensor,
+    *,
+    allowed: torch.Tensor,
+    items: torch.Tensor,
+    hidden: torch.Tensor,
+    neighbours: torch.Tensor,
+    weights: torch.Tensor,
+    alpha: float,
+    count: int | None = None,
+) -> torch.Tensor:
+    """S2CE (FeCoSR): cross-entropy against a soft target per hidden item, 1 - alpha on
+    the item and alpha spread over its semantic ``neighbours`` (V, K) by ``weights``
+    (V, K), among the ``allowed`` ones only; an item without allowed neighbours keeps
+    the one-hot target. Divided by ``count`` as in ``masked_softmax_loss``, which is
+    alpha = 0."""
+    log_p = logits.masked_fill(~allowed, float("-inf")).log_softmax(-1)  # (B, V)
+    own = log_p.gather(1, items)  # (B, L)
+    near = neighbours[items]  # (B, L, K)
+    flat = near.flatten(1)  # (B, L * K)
+    w = weights[items] * allowed.gather(1, flat).view_as(near).float()
+    total = w.sum(-1, keepdim=True)  # (B, L, 1)
+    w = w / total.clamp(min=1e-12)
+    near_log_p = log_p.gather(1, flat).view_as(near)
+    # 0 * -inf is nan: a neighbour the market does not sell weighs nothing, exactly.
+    soft = torch.where(w > 0, w * near_log_p, torch.zeros_like(w)).sum(-1)  # (B, L)
+    a = alpha * (total.squeeze(-1) > 0).float()
+    picked = ((1.0 - a) * own + a * soft).masked_fill(~hidden, 0.0)
+    return -picked.sum() / (hidden.sum() if count is None else count)
+
+
+def catalogue_mask(split: Split) -> torch.Tensor:
+    """(M, V) bool: the items each market sells, PAD never."""
+    data = split.data
+    catalogue = torch.zeros((len(data.markets), data.items.size), dtype=torch.bool)
+    for m, sold in enumerate(market_catalogues(split)):
+        catalogue[m, torch.from_numpy(sold)] = True
+    catalogue[:, PAD] = False
+    return catalogue

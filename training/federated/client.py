@@ -1,0 +1,223 @@
+"""One market's side of the federation: everything here sees that market's data only.
+
+A client holds its market's share of the split (training/federated/partition.py),
+fits its own EASE^R block from it (there is no shared block: it would need every
+market's users), and keeps a whole hybrid locally whose shared weights the server
+replaces each round. ``fit`` trains every weight on its users for ``local_epochs``
+(the same batches and loss as central training: training/hybrid_epoch.py's
+``batch_loss``, with S2CE's soft targets and FedProx's proximal term when asked);
+``adapt`` then fine-tunes its own parameter rows alone, exactly as central adaptation
+does (``run_hybrid_stage``).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from training.closed_form import Blocks, Cooccurrence, FoldFits, fit_closed_form, fold_fits
+from training.evaluate import Result, evaluate
+from training.federated.config import FederatedConfig
+from training.federated.wire import load_weights, shared_names, shared_weights
+from training.hybrid import HybridConfig, HybridRecommender
+from training.hybrid_epoch import EpochData, HybridStep, batch_loss
+from training.hybrid_examples import UserSets, catalogue_mask, user_batches
+from training.hybrid_train import MARKET_ROWS, run_hybrid_stage
+from training.item_walks import WalkSettings
+from training.predict import HybridScorer
+from training.protocols import Protocol, build_eval_set
+from training.runs import StageState, resolve_device
+from training.semantics import FloatArray, ItemSemantics, cooccurrence_embeddings
+from training.split import Split, SplitName
+
+log = logging.getLogger(__name__)
+
+
+def federated_model_config(split: Split, model_settings: dict[str, Any]) -> HybridConfig:
+    """The hybrid every client and the published model share; no shared EASE^R block."""
+    settings = model_settings | {"global_ease": False}
+    data = split.data
+    return HybridConfig(n_items=data.items.size, n_markets=len(data.markets), **settings)
+
+
+@dataclass(kw_only=True)
+class MarketClient:
+    market: int
+    split: Split  # this market's users only
+    model: HybridRecommender
+    folds: FoldFits
+    sets: UserSets
+    semantics: ItemSemantics | None
+    cfg: FederatedConfig
+
+    @classmethod
+    def build(
+        cls,
+        split: Split,
+        market: int,
+        *,
+        model_settings: dict[str, Any],
+        cfg: FederatedConfig,
+        text_vectors: FloatArray | None = None,
+    ) -> MarketClient:
+        """Fit the market's closed form and semantics; ``text_vectors``: item text
+        embeddings (``cfg.semantics == "text"``), the same for every client."""
+        model_cfg = federated_model_config(split, model_settings)
+        blocks = Blocks(
+            global_lambda=model_cfg.ease_lambda,
+            market_lambda=model_cfg.market_ease_lambda,
+            global_ease=False,
+            market_ease=model_cfg.market_ease,
+            cooccurrence=Cooccurrence(model_cfg.cooccurrence_days, model_cfg.cooccurrence_floor),
+        )
+        train = cfg.train
+        folds = fold_fits(split, blocks, folds=train.folds, seed=train.seed)
+        torch.manual_seed(train.seed)  # the server's starting weights replace the shared ones
+        model = HybridRecommender(model_cfg, fit_closed_form(split, blocks))
+        model = model.to(resolve_device(train.device))
+        vectors = text_vectors
+        if cfg.semantics == "cooccurrence":
+            walks = WalkSettings(dim=cfg.walk_dim, epochs=cfg.walk_epochs)
+            vectors = cooccurrence_embeddings(split, settings=walks, seed=train.seed + market)
+        elif cfg.semantics == "text" and text_vectors is None:
+            raise ValueError("semantics=text needs item text (--item-text FILE)")
+        semantics = None
+        if cfg.semantics != "none" and vectors is not None:
+            semantics = ItemSemantics.from_embeddings(
+                vectors, k=cfg.s2ce_neighbours, temperature=cfg.s2ce_temperature,
+                alpha=cfg.s2ce_alpha,
+            )  # fmt: skip
+        sets = UserSets.build(split, fold=folds.fold, max_history=model_cfg.max_history)
+        return cls(
+            market=market, split=split, model=model, folds=folds, sets=sets,
+            semantics=semantics, cfg=cfg,
+        )  # fmt: skip
+
+    @property
+    def code(self) -> str:
+        return self.split.data.markets[self.market]
+
+    @property
+    def n_examples(self) -> int:
+        """Training users (with at least two items): FedAvg's weight for this client."""
+        return len(self.sets.users)
+
+    def fit(
+        self, weights: dict[str, torch.Tensor] | None, *, server_round: int, mu: float = 0.0
+    ) -> tuple[dict[str, torch.Tensor], float]:
+        """Start from the server's shared ``weights`` (None: keep its own), train
+        ``local_epochs``; -> its shared weights and mean loss. ``mu`` > 0: FedProx."""
+        model, train = self.model, self.cfg.train
+        if weights is not None:
+            load_weights(model, weights)
+        shared = self._shared()
+        anchor = [p.detach().clone() for p in shared] if mu > 0 else []
+        opt = torch.optim.Adam(model.parameters(), lr=train.lr)
+        rng = np.random.default_rng([train.seed, self.market, server_round])
+        torch_rng = torch.Generator().manual_seed(int(rng.integers(1 << 62)))
+        # Dropout draws from torch's global generator, and Flower's strategies sample
+        # the clients of a round in random order: seed it per client and round.
+        torch.manual_seed(int(rng.integers(1 << 62)))
+        data = EpochData(
+            sets=self.sets, folds=self.folds, rows=np.arange(len(self.sets.users)),
+            catalogue=catalogue_mask(self.split),
+        )  # fmt: skip
+        step = HybridStep(model)
+        model.train()
+        total, steps = 0.0, 0
+        for _ in range(self.cfg.local_epochs):
+            for batch in user_batches(rng, data.sets, data.rows, batch_size=train.batch_size):
+                loss = batch_loss(
+                    step, batch, data=data, cfg=train, rng=torch_rng, semantics=self.semantics
+                )
+                if anchor:  # FedProx: stay near the round's global weights
+                    drift = sum(((p - a) ** 2).sum() for p, a in zip(shared, anchor, strict=True))
+                    loss = loss + 0.5 * mu * drift
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total, steps = total + float(loss.detach()), steps + 1
+        log.info("%s round %d: loss %.4f", self.code, server_round, total / max(steps, 1))
+        return shared_weights(model), total / max(steps, 1)
+
+    def item_counts(self) -> torch.Tensor:
+        """(V,) its training interactions per item: how much its rows of the item
+        tables should count in the average (training/federated/strategy.py)."""
+        counts = np.bincount(self.split.train_items, minlength=self.split.data.items.size)
+        return torch.from_numpy(counts.astype(np.float32))
+
+    def _shared(self) -> list[torch.nn.Parameter]:
+        names = set(shared_names(self.model))
+        return [p for n, p in self.model.named_parameters() if n in names]
+
+    def valid_sets(self) -> list[Any]:
+        train = self.cfg.train
+        return [
+            build_eval_set(self.split, p, "valid", seed=train.seed) for p in train.valid_protocols
+        ]
+
+    def adapt(self, weights: dict[str, torch.Tensor] | None) -> StageState:
+        """The final shared ``weights``, then its own rows fine-tuned on its users with
+        early stopping on its validation users (central adaptation, unchanged)."""
+        if weights is not None:
+            load_weights(self.model, weights)
+        train = self.cfg.train
+        with tempfile.TemporaryDirectory() as stage_dir:
+            return run_hybrid_stage(
+                f"adapt {self.code}", self.model, sets=self.sets, folds=self.folds,
+                markets=[self.market], valid=self.valid_sets(), cfg=train,
+                stage_dir=Path(stage_dir), shared=False,
+            )  # fmt: skip
+
+    def evaluate(
+        self, name: str, *, protocols: tuple[Protocol, ...], split: SplitName
+    ) -> list[Result]:
+        """Its own users' metrics, on the candidates central evaluation draws for them."""
+        scorer = HybridScorer(name, self.model)
+        sets = [build_eval_set(self.split, p, split, seed=self.cfg.train.seed) for p in protocols]
+        return [evaluate(scorer, s, markets=[self.market]) for s in sets]
+
+    def finish(
+        self, weights: dict[str, torch.Tensor] | None, *, adapt: bool
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, float]]:
+        """The publish step on the client: the final shared ``weights`` (None: its own),
+        metrics, adaptation, metrics again -> its parts, its rows before adaptation,
+        and ``rounds/...`` and ``adapted/...`` metrics (protocol/split/metric)."""
+        if weights is not None:
+            load_weights(self.model, weights)
+        metrics = self._metrics("rounds")
+        round_rows = {n: t for n, t in self.parts().items() if n in MARKET_ROWS}
+        if adapt:
+            torch.manual_seed(
+                int(np.random.default_rng([self.cfg.train.seed, self.market]).integers(1 << 62))
+            )
+            stage = self.adapt(None)
+            metrics["adapt-best-epoch"] = stage.best_epoch
+            metrics.update(self._metrics("adapted"))
+        return self.parts(), round_rows, metrics
+
+    def _metrics(self, stage: str) -> dict[str, float]:
+        out: dict[str, float] = {}
+        protocols = self.cfg.train.eval_protocols
+        for split in self.cfg.train.eval_splits:
+            for result in self.evaluate(stage, protocols=protocols, split=split):
+                for metric, value in result.markets[self.code].items():
+                    out[f"{stage}/{result.protocol}/{split}/{metric}"] = value
+        return out
+
+    @torch.no_grad()
+    def parts(self) -> dict[str, torch.Tensor]:
+        """What the published model needs from this market: its rows and its block."""
+        m, model = self.market, self.model
+        out = {n: getattr(model, n)[m].detach().cpu().contiguous() for n in MARKET_ROWS}
+        closed = model.closed_form
+        at, size = int(closed.market_offset[m]), int(closed.market_size[m])
+        out["block_items"] = torch.nonzero(closed.market_index[m] >= 0).squeeze(1).cpu()
+        out["block_weights"] = closed.market_weights[at : at + size * size].cpu().contiguous()
+        return out
