@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=.venv-serve
 [ -x $venv/bin/python ] || python3 -m venv $venv
-rm -rf build  # setuptools' build folder would carry modules deleted since into the wheel
+# setuptools' build folders would carry modules deleted since into the wheel (build/
+# itself may hold other things: the GPU bundles of benchmarks/gpu/README.md)
+rm -rf build/lib build/bdist.*
 echo "== installing .[serve] (and pytest) into $venv"
 $venv/bin/python -m pip install --quiet --disable-pip-version-check ".[serve]" \
     "pytest>=8.0" "pytest-timeout>=2.3" "httpx>=0.27" \
