@@ -50,7 +50,7 @@ class DistributedError(RuntimeError):
     """A training process failed; the others have been stopped."""
 
 
-# The hybrid has no buffers that train; torch 2.13 renamed the switch (older: broadcast_).
+# The hybrid has no buffers that train; torch 2.13 renamed the switch (older: broadcast_buffers).
 _NO_BUFFER_SYNC: dict[str, Any] = (  # Any: a ** of bools mypy checks against every parameter
     {"forward_sync_buffers": False}
     if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
