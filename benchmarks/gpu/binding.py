@@ -92,6 +92,8 @@ def bench_binding(
     store: ModelStore, *, provider: str, batches: Sequence[int], candidates: Sequence[int],
     history: int = 50, min_seconds: float = 1.0, graphs: bool = True,
 ) -> list[Case]:  # fmt: skip
+    """Every way at every (B, C) on the current version's largest market's graph;
+    ``graphs`` False leaves the CUDA graph out (a failed capture aborts the process)."""
     opened = store.open()
     manifest = opened.manifest
     catalogues = load_catalogues(opened.file(manifest.catalogues))
@@ -123,11 +125,12 @@ def _make_call(
     if way == "run":
         return lambda: np.asarray(session.run(None, feed)[0])
     if way == "iobinding":
-        return bound_call(session, feed, "cuda" if way_is_cuda(session) else "cpu")
+        return bound_call(session, feed, "cuda" if on_cuda(session) else "cpu")
     return graph_call(path, feed)
 
 
-def way_is_cuda(session: ort.InferenceSession) -> bool:
+def on_cuda(session: ort.InferenceSession) -> bool:
+    """Whether the session really runs on CUDA (onnxruntime may have fallen back)."""
     return bool(session.get_providers()[0] == CUDA)
 
 
@@ -177,8 +180,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--min-seconds", type=float, default=1.0, help="per case")
     parser.add_argument(
-        "--no-cuda-graph", action="store_true", help="skip the CUDA graph way (its failed "
-        "capture can abort the process)",
+        "--no-cuda-graph",
+        action="store_true",
+        help="skip the CUDA graph way (its failed capture can abort the process)",
     )
     args = parser.parse_args(argv)
     cases = bench_binding(
