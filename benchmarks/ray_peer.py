@@ -39,13 +39,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, get_args
 
-import numpy as np
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
 from model_store.store import ModelStore
-from model_store.vocab import IntArray, pad_rows
+from model_store.vocab import IntArray
 from service import redis_client
 from service.errors import ServiceError
 from service.event_log import EventLog
@@ -54,7 +53,7 @@ from service.history import RedisHistory
 from service.loading import load_version
 from service.ranking import rank, reply
 from service.schemas import RecommendIn
-from service.scorer import DEFAULT_ROWS
+from service.scorer import DEFAULT_ROWS, score_call
 from service.sessions import Provider
 from service.settings import Settings
 
@@ -109,13 +108,14 @@ def score_jobs(jobs: Sequence[Job]) -> list[Scores]:
         groups[id(job.graph)].append(i)
     for rows in groups.values():
         part = [jobs[i] for i in rows]
-        scores = part[0].graph.score(
-            pad_rows([j.history for j in part]),
-            pad_rows([j.candidates for j in part]),
-            np.array([j.market for j in part], dtype=np.int64),
+        scores = score_call(
+            part[0].graph,
+            histories=[j.history for j in part],
+            candidates=[j.candidates for j in part],
+            markets=[j.market for j in part],
         )
-        for row, (i, job) in enumerate(zip(rows, part, strict=True)):
-            out[i] = scores[row, : len(job.candidates)].astype(np.float32)
+        for i, one in zip(rows, scores, strict=True):
+            out[i] = one
     return [s for s in out if s is not None]
 
 

@@ -19,6 +19,7 @@ import contextlib
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -142,20 +143,35 @@ class BatchingScorer:
             for job in jobs:
                 self.metrics.queue_wait.observe(start - job.enqueued)
             try:
-                history = pad_rows([j.history for j in jobs])
-                candidates = pad_rows([j.candidates for j in jobs])
-                market = np.array([j.market for j in jobs], dtype=np.int64)
-                scores = jobs[0].graph.score(history, candidates, market)
+                scores = score_call(
+                    jobs[0].graph,
+                    histories=[j.history for j in jobs],
+                    candidates=[j.candidates for j in jobs],
+                    markets=[j.market for j in jobs],
+                )
             except Exception as e:  # ScoringFailed or a bug: fails its requests, never the thread
                 _deliver(jobs, e)
                 continue
             self.metrics.inference.observe(time.perf_counter() - start)
             self.metrics.batch_requests.observe(len(jobs))
-            self.metrics.batch_rows.observe(candidates.size)
-            _deliver(
-                jobs,
-                [scores[row, : len(j.candidates)].astype(np.float32) for row, j in enumerate(jobs)],
-            )
+            self.metrics.batch_rows.observe(len(jobs) * max(len(j.candidates) for j in jobs))
+            _deliver(jobs, scores)
+
+
+def score_call(
+    graph: Graph,
+    *,
+    histories: Sequence[IntArray],
+    candidates: Sequence[IntArray],
+    markets: Sequence[int],
+) -> list[Scores]:
+    """One call of ``graph`` for requests that share it: their inputs padded into
+    (B, N), (B, C) and (B,), and each request's own scores back, in its candidates'
+    order (a row's scores do not depend on the other rows)."""
+    scores = graph.score(
+        pad_rows(histories), pad_rows(candidates), np.array(markets, dtype=np.int64)
+    )
+    return [scores[row, : len(c)].astype(np.float32) for row, c in enumerate(candidates)]
 
 
 def _deliver(jobs: list[_Job], outcome: list[Scores] | Exception) -> None:
