@@ -21,10 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import get_args
 
+from benchmarks.ceiling import Ceiling
 from benchmarks.processes import running_service
 from benchmarks.workload import (
     Measurement,
-    ceiling,
     drive,
     make_workload,
     measurement_table,
@@ -52,6 +52,7 @@ def bench_serve(
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
     store = ModelStore(store_root)
     workload = make_workload(store, market, users, candidates)
+    top = Ceiling(store, provider=provider, threads=threads)
     results = []
     for _ in range(rounds):
         one = []
@@ -60,7 +61,7 @@ def bench_serve(
                 asyncio.run(post_histories(svc.url, workload))
                 name = f"service, batching {'on' if batching else 'off'}"
                 one.append(asyncio.run(drive(svc.url, workload, clients, seconds, name)))
-        one.append(ceiling(store, workload, clients, seconds, threads, provider))
+        one.append(top.one_call_at_a_time(workload, clients=clients, seconds=seconds))
         results.append(one)
     return results
 

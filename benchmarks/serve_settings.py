@@ -19,8 +19,9 @@ import os
 import statistics
 from pathlib import Path
 
+from benchmarks.ceiling import Ceiling
 from benchmarks.processes import running_service
-from benchmarks.workload import ceiling, drive, make_workload, post_histories
+from benchmarks.workload import drive, make_workload, post_histories
 from model_store.store import ModelStore
 
 
@@ -43,6 +44,7 @@ def main() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = [parse(s) for s in args.settings]
     store = ModelStore(args.store)
+    ceiling = Ceiling(store, provider="cpu", threads=0)
     workload = make_workload(store, None, 256, 200)
     shares: list[list[float]] = [[] for _ in settings]
     for round_ in range(args.rounds):
@@ -61,10 +63,11 @@ def main() -> None:
                 os.environ.clear()
                 os.environ.update(before)
             rates.append(run.candidates_per_s)
-        top = ceiling(store, workload, 32, args.seconds, 0, "cpu").candidates_per_s
+        top = ceiling.one_call_at_a_time(workload, clients=32, seconds=args.seconds)
         for i, rate in enumerate(rates):
-            shares[i].append(rate / top)
-        print(f"round {round_ + 1}: " + ", ".join(f"{r / top:.0%}" for r in rates), flush=True)
+            shares[i].append(rate / top.candidates_per_s)
+        got = ", ".join(f"{r / top.candidates_per_s:.0%}" for r in rates)
+        print(f"round {round_ + 1}: {got}", flush=True)
     print("| setting | share of the ceiling, median | rounds |")
     print("|---|---|---|")
     for setting, share in zip(args.settings, shares, strict=True):

@@ -8,10 +8,10 @@
   requests to the service for a while, each request's latency recorded; ``Client``,
   a ``Connection`` that reconnects and times out, for runs that must count failures
   rather than stop at the first (benchmarks.soak, benchmarks.loop_load).
-- ``direct_calls``, ``time_direct_calls`` and ``ceiling``: the same requests as direct
-  calls of the graph in this process, the most the model alone can do, timed by
-  ``timing.time_calls``; ``ceiling_width``: how many requests a call of
-  benchmarks.compare's ceiling holds (benchmarks/ceiling.py).
+- ``direct_calls`` and ``time_direct_calls``: the same requests as direct calls of the
+  graph in this process, timed by ``timing.time_calls``; ``ceiling_width``: how many
+  requests a call holds. The ceiling built on them (the most the model alone can do)
+  is benchmarks/ceiling.py.
 - ``Measurement`` and ``measurement_table``: what one run did, and the runs of several
   rounds as a markdown table.
 
@@ -19,7 +19,8 @@
     with running_service(store.root, redis_url, free_port()) as service:
         asyncio.run(post_histories(service.url, workload))
         run = asyncio.run(drive(service.url, workload, 32, 10.0, "service"))
-    print(measurement_table([[run, ceiling(store, workload, 32, 10.0, 0, "cpu")]]))
+    top = Ceiling(store, provider="cpu", threads=0).measure(workload, clients=32, seconds=10.0)
+    print(measurement_table([[run, top[0]]]))
 """
 
 from __future__ import annotations
@@ -42,8 +43,6 @@ from model_store.catalogue import load_catalogues
 from model_store.store import ModelStore
 from model_store.vocab import IntArray, Vocabulary, pad_rows
 from service.graphs import Graph, LoadedVersion
-from service.loading import load_version
-from service.sessions import Provider
 
 
 @dataclass(frozen=True)
@@ -296,17 +295,6 @@ def ceiling_width(workload: Workload, clients: int, rows: int = CEILING_ROWS) ->
     ``rows`` candidate rows (whole catalogues on a CPU), but at least one."""
     widest = max((len(c) for c in workload.candidates), default=1)
     return max(1, min(clients, rows // max(widest, 1)))
-
-
-def ceiling(
-    store: ModelStore, workload: Workload, clients: int, seconds: float, threads: int,
-    provider: Provider,
-) -> Measurement:  # fmt: skip
-    """The same graph, the same requests, called directly ``clients`` requests at a time."""
-    loaded = load_version(store, None, provider=provider, intra_threads=threads, inter_threads=1)
-    graph = loaded.markets[workload.market].graph
-    calls = direct_calls(loaded, workload, clients)
-    return time_direct_calls(graph, calls, seconds, "model alone (ceiling)")
 
 
 def measurement_table(rounds: Sequence[Sequence[Measurement]]) -> str:

@@ -13,7 +13,8 @@
 # are kept, so the script can be stopped and started again.
 #   usage: scripts/reproduce_federated.sh [--data DIR] [--out DIR] [--seeds 0,1,2]
 #          [--protocols market,full] [--device auto|cpu|cuda] [--rounds 20]
-#          [--local-epochs 1] [--set KEY=VALUE ...]   (--set: every run's settings)
+#          [--local-epochs 1] [--runs central,fedavg,fedavg-ce,fedprox,alone]
+#          [--set KEY=VALUE ...]   (--set: every run's settings; --runs: which rows)
 set -euo pipefail
 data=../shared/data/xmarket-electronics
 out=runs/reproduce-federated
@@ -22,6 +23,7 @@ protocols=market,full
 device=auto
 rounds=20
 local_epochs=1
+runs=central,fedavg,fedavg-ce,fedprox,alone
 extra=()
 while [ $# -gt 0 ]; do
     case $1 in
@@ -32,6 +34,7 @@ while [ $# -gt 0 ]; do
         --device) device=$2; shift 2 ;;
         --rounds) rounds=$2; shift 2 ;;
         --local-epochs) local_epochs=$2; shift 2 ;;
+        --runs) runs=$2; shift 2 ;;
         --set) extra+=(--set "$2"); shift 2 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
@@ -44,8 +47,9 @@ common=(--set "device=$device" --set "eval_protocols=$(as_json "$protocols")"
 protocol_args=()
 for p in ${protocols//,/ }; do protocol_args+=(--protocol "$p"); done
 
-run() {  # run NAME COMMAND...: skipped when NAME's summary exists
+run() {  # run NAME COMMAND...: skipped when NAME's summary exists or --runs omits it
     local name=$1; shift
+    [[ ",$runs," == *",${name%-s*},"* ]] || return 0
     if [ -f "$out/$name/summary.json" ]; then echo "== kept $out/$name"; return; fi
     echo "== $name"
     local start=$SECONDS
