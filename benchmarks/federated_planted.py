@@ -9,7 +9,7 @@ cross-entropy (hybrid-fedavg-ce), FedAvg with Flower's plain weights
 Prints the machine, then markdown: NDCG@10 under the market protocol on the test
 split, per market and mean, as mean ± std over seeds (``cmr compare``'s table), after
 adaptation and before it (-no-adapt); then per row the seeds x markets where it beats
-hybrid-alone and hybrid-fedavg-ce at the same stage; then seconds per run (the
+hybrid-alone, hybrid-fedavg-ce and hybrid-fedavg at the same stage; then seconds per run (the
 first run also pays the one-time start-up). Progress on stderr.
 
     python -m benchmarks.federated_planted [--seeds 0,1,2] [--markdown F] [--json F]
@@ -48,7 +48,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fedprox": {"strategy": "fedprox"},
     "alone": {"strategy": "alone"},
 }
-BASELINES = ("alone", "fedavg-ce")
+# Each row against them: the ablations against the default as well.
+BASELINES = ("alone", "fedavg-ce", "fedavg")
 METRIC = "ndcg@10"
 PROTOCOL, SPLIT = "market", "test"  # all the planted setting evaluates
 NO_ADAPT = "-no-adapt"  # the suffix of the results before adaptation
@@ -170,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         nargs="+",
         choices=list(VARIANTS),
         default=list(VARIANTS),
-        help="which variants to run (default: all); wins need alone and fedavg-ce",
+        help="which variants to run (default: all); wins need alone, fedavg-ce, fedavg",
     )
     parser.add_argument("--markdown", type=Path, help="also write the markdown here")
     parser.add_argument("--json", type=Path, help="write the raw per-seed results here")

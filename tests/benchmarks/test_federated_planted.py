@@ -39,12 +39,12 @@ def test_wins_count_seeds_times_markets_above_the_baseline_and_no_tie() -> None:
 
 
 def test_the_wins_table_compares_each_stage_with_the_baselines_same_stage() -> None:
-    table = wins_table(RESULTS, ["hybrid-alone", "hybrid-fedavg-ce"])
+    table = wins_table(RESULTS, ["hybrid-alone", "hybrid-fedavg-ce", "hybrid-fedavg"])
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()[2:]]
     rows = {model: rest for model, *rest in cells}
-    assert rows["hybrid-fedavg"] == ["2/4", "-"]  # no fedavg-ce results: "-"
-    assert rows["hybrid-fedavg-no-adapt"] == ["1/2", "-"]  # against alone-no-adapt only
-    assert rows["hybrid-alone"] == ["-", "-"]  # not against itself
+    assert rows["hybrid-fedavg"] == ["2/4", "-", "-"]  # none of fedavg-ce; not itself
+    assert rows["hybrid-fedavg-no-adapt"] == ["1/2", "-", "-"]  # against alone-no-adapt
+    assert rows["hybrid-alone"] == ["-", "-", "1/4"]
 
 
 def test_a_tiny_run_writes_results_and_a_table_that_agree(
@@ -61,7 +61,7 @@ def test_a_tiny_run_writes_results_and_a_table_that_agree(
     assert {r["seed"] for r in raw["results"]} == {0} and raw["seeds"] == [0]
     assert all(set(r["markets"]) == {"aa", "bb", "cc"} for r in raw["results"])
     won = wins(raw["results"], model="hybrid-fedavg-ce", baseline="hybrid-alone")
-    assert won is not None and f"| hybrid-fedavg-ce | {won[0]}/3 | - |" in printed
+    assert won is not None and f"| hybrid-fedavg-ce | {won[0]}/3 | - | - |" in printed
     assert {s["model"] for s in raw["seconds"]} == names
     with pytest.raises(SystemExit):
         main(["--seeds", "1,1"])  # repeated seeds are refused before any run
