@@ -11,5 +11,7 @@ project's environment: ``.venv/bin/python -m benchmarks.<name> --help``.
   checked there (gpu/README.md);
 - ``serve``: the service under concurrent clients against the model-bound ceiling;
 - ``serve_cpu``, ``serve_settings``, ``call_width``, ``soak``, ``variants``: the
-  measurements behind docs/benchmarks.md and docs/reliability.md.
+  measurements behind docs/benchmarks.md and docs/reliability.md;
+- ``federated_planted``: not a speed, the federation's ablations on planted data
+  (docs/federated.md, "Measured").
 """

@@ -8,4 +8,5 @@ wire.py       shared weights <-> Flower records, and what crosses the wire, mete
 grid.py       an in-process Flower Grid: the simulation without Ray
 apps.py       the Flower ServerApp and ClientApp
 run.py        a whole federation in one process, into a hybrid run folder
+planted.py    the planted-data setting of its test and its ablation benchmark
 """

@@ -1,6 +1,7 @@
 """A tiny federation end to end (3 synthetic markets, 2 rounds, in simulation): it beats
-each market trained alone on planted data, the server receives weights and never an
-interaction, and the federated model publishes to the store like any other."""
+each market trained alone on planted data (training/federated/planted.py), the server
+receives weights and never an interaction, and the federated model publishes to the
+store like any other."""
 
 from __future__ import annotations
 
@@ -13,32 +14,16 @@ from typer.testing import CliRunner
 
 from cmr.cli import app
 from model_store.store import ModelStore
-from training.config import HybridTrainConfig
 from training.data import load_interactions
 from training.evaluate import Result, evaluate
 from training.export import export_run
-from training.federated.config import FederatedConfig
+from training.federated.planted import FED, MODEL, SYNTH, TRAIN
 from training.federated.run import federate
 from training.hybrid_train import MARKET_ROWS, load_hybrid
 from training.predict import HybridScorer
 from training.protocols import build_eval_set
 from training.split import make_split
-from training.synth import SynthConfig, write_synth
-
-# Planted: topics shared by every market, few users each, many items, so a market
-# alone sees each item about once while the three together see it three times.
-SYNTH = SynthConfig(
-    markets=("aa", "bb", "cc"), users=(60, 60, 60), items=400, topics=10,
-    topic_focus=0.95, market_share=0.9,
-)  # fmt: skip
-TRAIN = HybridTrainConfig(
-    batch_size=64, lr=0.02, folds=2, adapt_max_epochs=2, valid_protocols=("market",),
-    eval_protocols=("market",), eval_splits=("test",), threads=1, device="cpu",
-)  # fmt: skip
-MODEL = {"d_model": 16, "dropout": 0.1}
-FED = FederatedConfig(
-    rounds=2, local_epochs=15, walk_dim=16, walk_epochs=1, train=TRAIN,
-)  # fmt: skip
+from training.synth import write_synth
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +37,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def runs(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Result]]:
     out = tmp_path_factory.mktemp("runs")
     return {
-        name: federate(data_dir, out / name, model_settings=MODEL, cfg=cfg)
+        name: federate(data_dir, out / name, model_settings=dict(MODEL), cfg=cfg)
         for name, cfg in {"fed": FED, "alone": replace(FED, strategy="alone")}.items()
     }
 
