@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,9 @@ class MarketClient:
     sets: UserSets
     semantics: ItemSemantics | None
     cfg: FederatedConfig
+    # Its own rows after each validated round: the publish step goes back to the round
+    # the server chose on validation.
+    kept_rows: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -156,11 +160,33 @@ class MarketClient:
         names = set(shared_names(self.model))
         return [p for n, p in self.model.named_parameters() if n in names]
 
+    @cached_property
     def valid_sets(self) -> list[Any]:
         train = self.cfg.train
         return [
             build_eval_set(self.split, p, "valid", seed=train.seed) for p in train.valid_protocols
         ]
+
+    def validate(self, weights: dict[str, torch.Tensor] | None, *, server_round: int) -> float:
+        """The round's shared ``weights`` (None: its own) with its own rows: its validation
+        metric, averaged over the validation protocols as central training's epochs are;
+        keeps its rows of the round."""
+        if weights is not None:
+            load_weights(self.model, weights)
+        self.kept_rows[server_round] = self._rows()
+        scorer = HybridScorer("valid", self.model)
+        metric = self.cfg.train.valid_metric
+        scores = [evaluate(scorer, v, markets=[self.market]).mean[metric] for v in self.valid_sets]
+        return float(np.mean(scores))
+
+    @torch.no_grad()
+    def _rows(self) -> dict[str, torch.Tensor]:
+        return {n: getattr(self.model, n)[self.market].detach().clone() for n in MARKET_ROWS}
+
+    @torch.no_grad()
+    def _restore_rows(self, rows: dict[str, torch.Tensor]) -> None:
+        for n, row in rows.items():
+            getattr(self.model, n)[self.market] = row
 
     def adapt(self, weights: dict[str, torch.Tensor] | None) -> StageState:
         """The final shared ``weights``, then its own rows fine-tuned on its users with
@@ -171,7 +197,7 @@ class MarketClient:
         with tempfile.TemporaryDirectory() as stage_dir:
             return run_hybrid_stage(
                 f"adapt {self.code}", self.model, sets=self.sets, folds=self.folds,
-                markets=[self.market], valid=self.valid_sets(), cfg=train,
+                markets=[self.market], valid=self.valid_sets, cfg=train,
                 stage_dir=Path(stage_dir), shared=False,
             )  # fmt: skip
 
@@ -184,13 +210,16 @@ class MarketClient:
         return [evaluate(scorer, s, markets=[self.market]) for s in sets]
 
     def finish(
-        self, weights: dict[str, torch.Tensor] | None, *, adapt: bool
+        self, weights: dict[str, torch.Tensor] | None, *, adapt: bool, best_round: int | None
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, float]]:
-        """The publish step on the client: the final shared ``weights`` (None: its own),
-        metrics, adaptation, metrics again -> its parts, its rows before adaptation,
-        and ``rounds/...`` and ``adapted/...`` metrics (protocol/split/metric)."""
+        """The publish step on the client: the chosen round's shared ``weights`` (None:
+        its own) and its own rows of ``best_round`` (None: as they are), metrics,
+        adaptation, metrics again -> its parts, its rows before adaptation, and
+        ``rounds/...`` and ``adapted/...`` metrics (protocol/split/metric)."""
         if weights is not None:
             load_weights(self.model, weights)
+        if best_round is not None:
+            self._restore_rows(self.kept_rows[best_round])
         metrics = self._metrics("rounds")
         round_rows = {n: t for n, t in self.parts().items() if n in MARKET_ROWS}
         if adapt:

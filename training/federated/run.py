@@ -15,11 +15,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from flwr.app import Context, RecordDict
 from safetensors.torch import save_file
 
@@ -31,7 +34,7 @@ from training.federated.client import MarketClient, federated_model_config
 from training.federated.config import FederatedConfig
 from training.federated.grid import InProcessGrid
 from training.federated.partition import market_split
-from training.federated.wire import Traffic
+from training.federated.wire import Traffic, shared_weights
 from training.hybrid_train import CLOSED_FORM_FILE
 from training.report import write_json
 from training.runs import start_run, write_config
@@ -78,13 +81,25 @@ def each_alone(clients: Mapping[int, MarketClient], cfg: FederatedConfig) -> Out
     """The baseline: every market trains the same model for as long, on its own rows."""
     outcome = Outcome()
     began = time.perf_counter()
+    curves = []
     for m, client in clients.items():
+        curve: list[float] = []
+        best: dict[str, torch.Tensor] = {}
         for server_round in range(1, cfg.rounds + 1):
             client.fit(None, server_round=server_round)
+            curve.append(client.validate(None, server_round=server_round))
+            if curve[-1] > max(curve[:-1], default=-math.inf):  # its own best round
+                own = shared_weights(client.model).items()  # copies: training goes on
+                best = {n: t.clone() for n, t in own}
+                outcome.best_round[m] = server_round
+        curves.append(curve)
         outcome.seconds["rounds"] = time.perf_counter() - began
-        parts, rows, metrics = client.finish(None, adapt=cfg.adapt)
+        parts, rows, metrics = client.finish(
+            best, adapt=cfg.adapt, best_round=outcome.best_round[m]
+        )
         outcome.parts[m], outcome.round_rows[m], outcome.metrics[m] = parts, rows, metrics
     outcome.seconds["publish"] = time.perf_counter() - began - outcome.seconds["rounds"]
+    outcome.valid_per_round = [float(v) for v in np.mean(curves, axis=0)]
     return outcome
 
 
@@ -176,6 +191,8 @@ def federate(
         "bytes_total": traffic.total,
         "seconds": {"setup": setup, **outcome.seconds, "total": time.perf_counter() - began},
         "train_loss_per_round": outcome.train_loss,
+        "valid_per_round": outcome.valid_per_round,  # mean over markets
+        "best_round": {data.markets[m]: r for m, r in sorted(outcome.best_round.items())},
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info(
