@@ -235,7 +235,8 @@ def train_bert4cmr(
         family="bert4cmr",
         name=name,
         data_dir=data_dir,
-        data=data,
+        markets=data.markets,
+        items=data.items,
         model=model_cfg,
         train=cfg,
     )

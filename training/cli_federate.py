@@ -1,5 +1,6 @@
 """``cmr federate``: the hybrid trained by markets that keep their interactions to
-themselves (training/federated/), simulated in one process through Flower's apps."""
+themselves (training/federated/), simulated in one process through Flower's apps, or
+(``--deploy loopback``) as real Flower processes on this machine."""
 
 from __future__ import annotations
 
@@ -38,6 +39,25 @@ def federate_command(
     adapt: Annotated[
         bool, typer.Option(help="Fine-tune each market's own rows after the rounds.")
     ] = True,
+    deploy: Annotated[
+        str,
+        typer.Option(
+            help="simulation (one process), or loopback: a SuperLink, one SuperNode per "
+            "market and `flwr run`, on 127.0.0.1 (docs/federated.md)."
+        ),
+    ] = "simulation",
+    base_port: Annotated[
+        int,
+        typer.Option(
+            min=1024, help="loopback: the SuperLink's first port; it and the next 2 + markets."
+        ),
+    ] = 19100,
+    work: Annotated[
+        Path | None,
+        typer.Option(
+            help="loopback: each market's folder, the processes' logs (default: OUT-loopback)."
+        ),
+    ] = None,
     set_: Annotated[
         list[str] | None,
         typer.Option(
@@ -51,13 +71,16 @@ def federate_command(
     model. Writes a hybrid run folder plus traffic.json (bytes per round and client)."""
     from training.config import HybridTrainConfig, parse_recipe
     from training.federated.config import FederatedConfig
+    from training.federated.errors import FederationError
     from training.federated.run import federate
     from training.report import report
 
-    with training_errors():
+    with training_errors(FederationError):
         recipe = parse_recipe(None, set_ or [])
         if strategy not in ("fedavg", "fedprox", "alone"):
             raise ValueError(f"--strategy {strategy!r}: fedavg, fedprox or alone")
+        if deploy not in ("simulation", "loopback"):
+            raise ValueError(f"--deploy {deploy!r}: simulation or loopback")
         if semantics not in ("cooccurrence", "text", "none"):
             raise ValueError(f"--semantics {semantics!r}: cooccurrence, text or none")
         if not isinstance(recipe.train, HybridTrainConfig):
@@ -67,8 +90,18 @@ def federate_command(
             proximal_mu=mu, item_weighting=item_weighting, semantics=semantics,  # type: ignore[arg-type]
             s2ce_alpha=alpha, adapt=adapt, train=recipe.train,
         )  # fmt: skip
-        results = federate(
-            data, out, model_settings=recipe.model, cfg=cfg, item_text=item_text,
-            command=shlex.join(["cmr", *sys.argv[1:]]),
-        )  # fmt: skip
+        command = shlex.join(["cmr", *sys.argv[1:]])
+        if deploy == "loopback":
+            from training.federated.loopback import federate_loopback
+
+            results = federate_loopback(
+                data, out, work=work or out.with_name(f"{out.name}-loopback"),
+                model_settings=recipe.model, cfg=cfg, base_port=base_port,
+                item_text=item_text, command=command,
+            )  # fmt: skip
+        else:
+            results = federate(
+                data, out, model_settings=recipe.model, cfg=cfg, item_text=item_text,
+                command=command,
+            )  # fmt: skip
     print(report([r for r in results if r.split == "test"]))

@@ -15,9 +15,9 @@ DataDir = Annotated[
 ]
 
 
-def training_errors() -> AbstractContextManager[None]:
-    """``user_errors`` for the training commands' own kinds of bad input."""
+def training_errors(*kinds: type[Exception]) -> AbstractContextManager[None]:
+    """``user_errors`` for the training commands' own kinds of bad input, and ``kinds``."""
     from training.download import DownloadError
     from training.market_files import DataFormatError
 
-    return user_errors(DataFormatError, DownloadError, ValueError, KeyError)
+    return user_errors(DataFormatError, DownloadError, ValueError, KeyError, *kinds)

@@ -30,7 +30,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from model_store.catalogue import Catalogue, save_catalogues
+from model_store.catalogue import Catalogue, load_catalogues, save_catalogues
 from model_store.manifest import Manifest, StoreError
 from model_store.store import ModelStore, Version, check_version_name
 from model_store.vocab import PAD, Vocabulary
@@ -39,6 +39,7 @@ from training.data import Interactions, load_interactions
 from training.hybrid import HybridConfig, HybridRecommender
 from training.hybrid_train import load_hybrid
 from training.model import Bert4CMR, Bert4CMRConfig, Variant
+from training.runs import CATALOGUES_FILE
 from training.store_model import STATE_FILE, save_state
 
 log = logging.getLogger(__name__)
@@ -233,6 +234,29 @@ def market_catalogues(data: Interactions) -> dict[str, Catalogue]:
     }
 
 
+def _run_catalogues(
+    run_dir: Path, cfg: dict[str, Any], data_dir: Path | None
+) -> tuple[Vocabulary, dict[str, Catalogue]]:
+    """The run's vocabulary and its markets' catalogues: the run's own (a federation's,
+    sent by its clients) unless ``data_dir`` is given, else from the data it used."""
+    # The run's vocabulary as the base: a warm-started run's keeps its source's order.
+    vocabulary = Vocabulary.load(run_dir / "items.json")
+    own = run_dir / CATALOGUES_FILE
+    if own.is_file() and data_dir is None:
+        catalogues = load_catalogues(own)
+        if list(catalogues) != cfg["markets"]:
+            raise ValueError(f"{own} has markets {list(catalogues)}, the run {cfg['markets']}")
+        return vocabulary, catalogues
+    if cfg["data"] is None and data_dir is None:
+        raise ValueError(f"{run_dir} names no data folder and has no {CATALOGUES_FILE}")
+    data = load_interactions(Path(data_dir or cfg["data"]), base_items=vocabulary)
+    if data.items.sha256() != cfg["items_sha256"]:
+        raise ValueError(f"the data in {data_dir or cfg['data']} is not the data the run used")
+    if list(data.markets) != cfg["markets"]:
+        raise ValueError(f"the data has markets {data.markets}, the run {cfg['markets']}")
+    return data.items, market_catalogues(data)
+
+
 def _test_metrics(run_dir: Path) -> dict[str, dict[str, dict[str, float]]]:
     metrics = {}
     for path in sorted((run_dir / "metrics").glob("*-test.json")):
@@ -258,14 +282,7 @@ def export_run(
         version = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{cfg['name']}"
         version += f"-as-{variant}" if variant != run.trained_variant else ""
     check_version_name(version)
-    # The run's vocabulary as the base: a warm-started run's keeps its source's order.
-    vocabulary = Vocabulary.load(run_dir / "items.json")
-    data = load_interactions(Path(data_dir or cfg["data"]), base_items=vocabulary)
-    if data.items.sha256() != cfg["items_sha256"]:
-        raise ValueError(f"the data in {data_dir or cfg['data']} is not the data the run used")
-    if list(data.markets) != cfg["markets"]:
-        raise ValueError(f"the data has markets {data.markets}, the run {cfg['markets']}")
-    catalogues = market_catalogues(data)
+    vocabulary, catalogues = _run_catalogues(run_dir, cfg, data_dir)
     commands = run_dir / "commands.txt"
     command = commands.read_text().splitlines()[0] if commands.is_file() else "unknown"
     manifest = Manifest(
@@ -289,7 +306,7 @@ def export_run(
         store,
         manifest=manifest,
         graphs=run.graphs,
-        vocabulary=data.items,
+        vocabulary=vocabulary,
         catalogues=catalogues,
         promote=promote,
     )

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from model_store.vocab import Vocabulary
 from training.config import HybridTrainConfig, TrainConfig, named_variant
-from training.data import Interactions
 from training.evaluate import Result, Scorer, evaluate
 from training.plots import plot_curves
 from training.protocols import build_eval_set
@@ -35,6 +35,9 @@ from training.split import Split
 log = logging.getLogger(__name__)
 
 LOG_FILE = "train.log"
+# A run's own market catalogues, when no one data folder holds its markets' rows (a
+# federation: each client sends its own); `cmr export` then reads them, not the data.
+CATALOGUES_FILE = "catalogues.json"
 
 
 @dataclass(kw_only=True)
@@ -92,8 +95,9 @@ def write_config(
     *,
     family: str,
     name: str,
-    data_dir: Path,
-    data: Interactions,
+    data_dir: Path | None,
+    markets: tuple[str, ...],
+    items: Vocabulary,
     model: Any,
     train: Any,
     init_from: str | None = None,
@@ -101,13 +105,14 @@ def write_config(
 ) -> None:
     """Record the recipe (``model`` and ``train`` are dataclasses), the number of
     training processes and the vocabulary; a resumed run must have the same recipe (it
-    may run in another number of processes: the results agree)."""
+    may run in another number of processes: the results agree). ``data_dir`` None: no
+    one data folder (a deployed federation: each market holds its own file)."""
     payload = {
         "family": family,
         "name": name,
-        "data": str(data_dir.resolve()),
-        "markets": list(data.markets),
-        "items_sha256": data.items.sha256(),
+        "data": str(data_dir.resolve()) if data_dir is not None else None,
+        "markets": list(markets),
+        "items_sha256": items.sha256(),
         "model": dataclasses.asdict(model),
         "train": dataclasses.asdict(train),
         "nproc": nproc,
@@ -121,7 +126,7 @@ def write_config(
         if recorded != {k: v for k, v in json.loads(text).items() if k != "nproc"}:
             raise ValueError(f"{run_dir} holds a run with other settings; use another --out")
     path.write_text(text)
-    data.items.save(run_dir / "items.json")
+    items.save(run_dir / "items.json")
 
 
 def finish_run(

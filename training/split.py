@@ -63,11 +63,20 @@ class Split:
         return history
 
 
-def make_split(data: Interactions, scheme: Scheme = "random", seed: int = 0) -> Split:
-    """Split every user's rows; the same data, scheme and seed give the same split."""
+def make_split(
+    data: Interactions, scheme: Scheme = "random", seed: int = 0, *, row_offset: int = 0
+) -> Split:
+    """Split every user's rows; the same data, scheme and seed give the same split.
+
+    ``row_offset``: where ``data``'s rows start in a larger data set's row order. The
+    random scheme draws one key per row from one stream, so one market's rows alone,
+    split from its offset, are split exactly as the whole data's split splits them
+    (training/federated/partition.py ``own_split``)."""
     n_rows = len(data.user)
     if scheme == "random":
-        key = np.random.default_rng(seed).random(n_rows)
+        bits = np.random.PCG64(seed)  # default_rng(seed)'s generator
+        bits.advance(row_offset)  # one 64-bit draw per float64 key
+        key = np.random.Generator(bits).random(n_rows)
     elif scheme == "temporal":
         if not data.has_time:
             raise ValueError("a temporal split needs timestamps, and this data has none")

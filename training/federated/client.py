@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from model_store.catalogue import Catalogue
+from model_store.vocab import Vocabulary
 from training.closed_form import Blocks, Cooccurrence, FoldFits, fit_closed_form, fold_fits
 from training.evaluate import Result, evaluate
 from training.federated.config import FederatedConfig
@@ -40,11 +42,13 @@ from training.split import Split, SplitName
 log = logging.getLogger(__name__)
 
 
-def federated_model_config(split: Split, model_settings: dict[str, Any]) -> HybridConfig:
-    """The hybrid every client and the published model share; no shared EASE^R block."""
+def federated_model_config(
+    *, markets: tuple[str, ...], items: Vocabulary, model_settings: dict[str, Any]
+) -> HybridConfig:
+    """The hybrid every client and the published model share; no shared EASE^R block.
+    ``markets`` and ``items``: what every party holds (training/federated/shared.py)."""
     settings = model_settings | {"global_ease": False}
-    data = split.data
-    return HybridConfig(n_items=data.items.size, n_markets=len(data.markets), **settings)
+    return HybridConfig(n_items=items.size, n_markets=len(markets), **settings)
 
 
 @dataclass(kw_only=True)
@@ -72,7 +76,10 @@ class MarketClient:
     ) -> MarketClient:
         """Fit the market's closed form and semantics; ``text_vectors``: item text
         embeddings (``cfg.semantics == "text"``), the same for every client."""
-        model_cfg = federated_model_config(split, model_settings)
+        data = split.data
+        model_cfg = federated_model_config(
+            markets=data.markets, items=data.items, model_settings=model_settings
+        )
         blocks = Blocks(
             global_lambda=model_cfg.ease_lambda,
             market_lambda=model_cfg.market_ease_lambda,
@@ -155,6 +162,31 @@ class MarketClient:
         tables should count in the average (training/federated/strategy.py)."""
         counts = np.bincount(self.split.train_items, minlength=self.split.data.items.size)
         return torch.from_numpy(counts.astype(np.float32))
+
+    def catalogue(self) -> Catalogue:
+        """Its items and interactions with each, from all its rows: what the published
+        version's catalogues hold for it (sent once, at the publish step)."""
+        return Catalogue.from_interactions(self.split.data.item)
+
+    def own_rows(self) -> dict[str, torch.Tensor]:
+        """Every parameter the server does not replace (the market-row tables, whole):
+        with its closed form and semantics, rebuilt from its data, the client's state."""
+        return {n: getattr(self.model, n).detach().cpu().contiguous() for n in MARKET_ROWS}
+
+    def own_state(self) -> dict[str, torch.Tensor]:
+        """What a client rebuilt from its data for the next message must find again
+        (deployment): its row tables, and its rows of each validated round."""
+        state = self.own_rows()
+        for r, rows in self.kept_rows.items():
+            state |= {f"round-{r}/{n}": t for n, t in rows.items()}
+        return state
+
+    def load_own_state(self, state: dict[str, torch.Tensor]) -> None:
+        load_weights(self.model, {n: t for n, t in state.items() if "/" not in n})
+        for key, t in state.items():
+            if "/" in key:
+                at, name = key.split("/", 1)
+                self.kept_rows.setdefault(int(at.removeprefix("round-")), {})[name] = t
 
     def _shared(self) -> list[torch.nn.Parameter]:
         names = set(shared_names(self.model))

@@ -4,8 +4,10 @@ batch size, adaptation epochs, protocols), which every client trains with."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from training.config import HybridTrainConfig
 
@@ -50,3 +52,16 @@ class FederatedConfig:
         parts += [] if self.semantics != "none" else ["ce"]
         parts += [] if self.adapt else ["no-adapt"]
         return "-".join(parts)
+
+
+def to_json(cfg: FederatedConfig) -> str:
+    return json.dumps(dataclasses.asdict(cfg))
+
+
+def from_json(text: str) -> FederatedConfig:
+    """``to_json``'s inverse (lists back to tuples); missing settings take defaults."""
+    given: dict[str, Any] = json.loads(text)
+    train: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in given.pop("train", {}).items()
+    }
+    return FederatedConfig(**given, train=HybridTrainConfig(**train))

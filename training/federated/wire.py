@@ -31,6 +31,7 @@ ARRAYS = "arrays"  # the record keys Flower's strategies use
 CONFIG = "config"
 METRICS = "metrics"
 EXAMPLES = "num-examples"  # FedAvg's weight: a client's training users
+CLIENT = "client"  # a reply's ConfigRecord: the market index of the client that sent it
 
 
 def shared_names(model: HybridRecommender) -> list[str]:

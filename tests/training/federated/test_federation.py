@@ -13,10 +13,11 @@ import pytest
 from typer.testing import CliRunner
 
 from cmr.cli import app
+from model_store.catalogue import load_catalogues
 from model_store.store import ModelStore
 from training.data import load_interactions
 from training.evaluate import Result, evaluate
-from training.export import export_run
+from training.export import export_run, market_catalogues
 from training.federated.planted import FED, MODEL, SYNTH, TRAIN
 from training.federated.run import federate
 from training.hybrid_train import MARKET_ROWS, load_hybrid
@@ -81,12 +82,12 @@ def test_server_receives_shared_weights_and_parts_never_interactions(
     for t in rounds:
         assert {k: tuple(v) for k, v in t["arrays"].items()} == shared
         assert set(t["metrics"]) == {"metrics/num-examples", "metrics/train-loss"}
-        assert t["config"] == {}
+        assert t["config"] == {"client/market": t["node"]}  # the simulation's node: its market
         assert t["sent"] > 0 and t["received"] > 0
     checks = [t for t in traffic["transfers"] if t["stage"] == "evaluate"]
     assert len(checks) == FEDERATION.rounds * len(SYNTH.markets)
     for t in checks:  # each round's validation: one number and its weight
-        assert t["arrays"] == {} and t["config"] == {}
+        assert t["arrays"] == {} and t["config"] == {"client/market": t["node"]}
         assert set(t["metrics"]) == {"metrics/num-examples", "metrics/valid-metric"}
     publish = [t for t in traffic["transfers"] if t["stage"] == "train.publish"]
     own = {*MARKET_ROWS, "block_items", "block_weights"}
@@ -95,7 +96,11 @@ def test_server_receives_shared_weights_and_parts_never_interactions(
         assert names == own
         rows = {k.split("/", 1)[1] for k in t["arrays"] if k.startswith("round-rows/")}
         assert rows == set(MARKET_ROWS)
-        assert all(k.startswith("metrics/") for k in t["metrics"]) and t["config"] == {}
+        # Its catalogue: item indices and interaction counts, what the export publishes.
+        catalogue = {k: v[0] for k, v in t["arrays"].items() if k.startswith("catalogue/")}
+        assert catalogue == {"catalogue/items": "int64", "catalogue/counts": "int64"}
+        assert all(k.startswith("metrics/") for k in t["metrics"])
+        assert t["config"] == {"client/market": t["node"]}
     # No user id anywhere in what came back, and bytes per round are in the summary.
     text = (run / "traffic.json").read_text()
     users = load_interactions(data_dir).user_ids
@@ -128,6 +133,11 @@ def test_the_federated_model_publishes_and_scores_as_its_clients_measured(
     assert store.current() == "fed-v1"
     assert version.manifest.variant == "hybrid"
     assert version.manifest.graphs == dict.fromkeys(SYNTH.markets, "model.onnx")
+    # The catalogues came from the clients, and are those the data folder gives.
+    published = load_catalogues(version.file(version.manifest.catalogues))
+    for code, catalogue in market_catalogues(load_interactions(data_dir)).items():
+        assert (published[code].items == catalogue.items).all()
+        assert (published[code].counts == catalogue.counts).all()
 
 
 def test_cmr_federate_writes_a_run_and_refuses_an_unknown_strategy(
@@ -146,3 +156,5 @@ def test_cmr_federate_writes_a_run_and_refuses_an_unknown_strategy(
     assert summary["rounds"] == 1 and summary["bytes_total"] > 0
     bad = runner.invoke(app, [*args[:4], str(tmp_path / "other"), "--strategy", "fedsgd"])
     assert bad.exit_code != 0 and "fedsgd" in bad.output
+    bad = runner.invoke(app, [*args[:4], str(tmp_path / "other"), "--deploy", "mars"])
+    assert bad.exit_code != 0 and "mars" in bad.output
