@@ -10,9 +10,8 @@ venv=.venv-serve
 # itself may hold other things: the GPU bundles of benchmarks/gpu/README.md)
 rm -rf build/lib build/bdist.*
 echo "== installing .[serve] (and pytest) into $venv"
-$venv/bin/python -m pip install --quiet --disable-pip-version-check ".[serve]" \
-    "pytest>=8.0" "pytest-timeout>=2.3" "httpx>=0.27" \
-    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+source scripts/venv.sh
+uv_install $venv/bin/python ".[serve]" "pytest>=8.0" "pytest-timeout>=2.3" "httpx>=0.27"
 if $venv/bin/python -c "import torch" 2>/dev/null; then
     echo "torch is importable in the serve-only venv" >&2
     exit 1
