@@ -126,21 +126,22 @@ def client_app(
     client must find again at the next message, after each reply is made."""
     app = ClientApp()
 
-    @app.train()
-    def train(msg: Message, context: Context) -> Message:
+    def answer(
+        make: Callable[[MarketClient, Message], Message], msg: Message, context: Context
+    ) -> Message:
         client = client_for(context)
-        reply = train_reply(client, msg)
+        reply = make(client, msg)
         if keep is not None:
             keep(client, context)
         return reply
 
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        return answer(train_reply, msg, context)
+
     @app.evaluate()
     def validate(msg: Message, context: Context) -> Message:
-        client = client_for(context)
-        reply = validate_reply(client, msg)
-        if keep is not None:
-            keep(client, context)
-        return reply
+        return answer(validate_reply, msg, context)
 
     @app.train("publish")
     def publish(msg: Message, context: Context) -> Message:

@@ -44,6 +44,9 @@ TRAIN = HybridTrainConfig(
 MODEL = {"d_model": 8}
 FED = FederatedConfig(rounds=2, local_epochs=1, walk_dim=8, walk_epochs=1, train=TRAIN)
 PORTS = 3 + len(SYNTH.markets)
+# Every message starts a process that imports torch: on a loaded 2-core machine the run
+# has taken over 4 minutes, beyond pytest's default limit for a test and its fixtures.
+pytestmark = pytest.mark.timeout(600)
 
 
 def free_base_port() -> int:
@@ -71,7 +74,7 @@ def loopback_results(
     root = tmp_path_factory.mktemp("loopback")
     results = federate_loopback(
         data_dir, root / "run", work=root / "work", model_settings=MODEL, cfg=FED,
-        base_port=free_base_port(), command="test", timeout=240,
+        base_port=free_base_port(), command="test", timeout=540,
     )  # fmt: skip
     return root / "run", root / "work", results
 
