@@ -36,7 +36,8 @@ from training.federated.run import federate
 from training.market_files import find_market_files
 from training.synth import SynthConfig, write_synth
 
-SYNTH = SynthConfig(markets=("aa", "bb", "cc"), users=(30, 30, 30), items=80, topics=4)
+# Two markets: each message starts a process per market, which imports torch.
+SYNTH = SynthConfig(markets=("aa", "bb"), users=(30, 30), items=80, topics=4)
 TRAIN = HybridTrainConfig(
     batch_size=64, lr=0.02, folds=2, adapt_max_epochs=1, valid_protocols=("market",),
     eval_protocols=("market",), eval_splits=("test",), threads=1, device="cpu",
