@@ -18,7 +18,9 @@ def federate_command(
     *,
     data: DataDir,
     out: Annotated[Path, typer.Option(help="Run folder (a hybrid run: `cmr export` takes it).")],
-    rounds: Annotated[int, typer.Option(min=1, help="Federated rounds.")] = 10,
+    rounds: Annotated[
+        int, typer.Option(min=1, help="Federated rounds; the best on validation is published.")
+    ] = 10,
     local_epochs: Annotated[int, typer.Option(min=1, help="Client epochs per round.")] = 1,
     strategy: Annotated[
         str,
