@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -189,6 +189,11 @@ def server_settings(cfg: FederatedConfig, model_cfg: HybridConfig) -> UserConfig
     }
 
 
+def best_round(curve: Sequence[float]) -> int:
+    """The round (from 1) of ``curve``'s best validation metric, the earliest of ties."""
+    return 1 + max(range(len(curve)), key=lambda r: (curve[r], -r))
+
+
 def run_federation(grid: Grid, run: UserConfig, outcome: Outcome) -> None:
     """The rounds, then the publish step, over ``grid``'s nodes, into ``outcome``. Run
     settings (``run``): ``model-config`` (the HybridConfig as JSON), ``seed``,
@@ -233,7 +238,7 @@ def run_federation(grid: Grid, run: UserConfig, outcome: Outcome) -> None:
     outcome.valid_per_round = [float(valid[r][VALID]) for r in sorted(valid)]  # type: ignore[arg-type]
     if len(outcome.valid_per_round) != rounds:
         raise FederationError(f"validation came back for {len(valid)} of {rounds} rounds")
-    best = 1 + max(range(rounds), key=lambda r: (outcome.valid_per_round[r], -r))
+    best = best_round(outcome.valid_per_round)
     outcome.shared = kept[best].to_torch_state_dict()
     began = time.perf_counter()
     publish = ConfigRecord({"adapt": run["adapt"], BEST_ROUND: best})

@@ -25,7 +25,7 @@ import torch
 from model_store.catalogue import Catalogue
 from model_store.vocab import Vocabulary
 from training.closed_form import Blocks, Cooccurrence, FoldFits, fit_closed_form, fold_fits
-from training.evaluate import Result, evaluate
+from training.evaluate import evaluate
 from training.federated.config import FederatedConfig
 from training.federated.wire import load_weights, shared_names, shared_weights
 from training.hybrid import HybridConfig, HybridRecommender
@@ -34,10 +34,10 @@ from training.hybrid_examples import UserSets, catalogue_mask, user_batches
 from training.hybrid_train import MARKET_ROWS, run_hybrid_stage
 from training.item_walks import WalkSettings
 from training.predict import HybridScorer
-from training.protocols import Protocol, build_eval_set
+from training.protocols import EvalSet, build_eval_set
 from training.runs import StageState, resolve_device
 from training.semantics import FloatArray, ItemSemantics, cooccurrence_embeddings
-from training.split import Split, SplitName
+from training.split import Split
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,9 @@ class MarketClient:
 
     @torch.no_grad()
     def _rows(self) -> dict[str, torch.Tensor]:
-        return {n: getattr(self.model, n)[self.market].detach().clone() for n in MARKET_ROWS}
+        """Copies of its own rows of the market-row tables."""
+        m = self.market
+        return {n: getattr(self.model, n)[m].detach().cpu().clone() for n in MARKET_ROWS}
 
     @torch.no_grad()
     def _restore_rows(self, rows: dict[str, torch.Tensor]) -> None:
@@ -233,13 +235,17 @@ class MarketClient:
                 stage_dir=Path(stage_dir), shared=False,
             )  # fmt: skip
 
-    def evaluate(
-        self, name: str, *, protocols: tuple[Protocol, ...], split: SplitName
-    ) -> list[Result]:
-        """Its own users' metrics, on the candidates central evaluation draws for them."""
-        scorer = HybridScorer(name, self.model)
-        sets = [build_eval_set(self.split, p, split, seed=self.cfg.train.seed) for p in protocols]
-        return [evaluate(scorer, s, markets=[self.market]) for s in sets]
+    @cached_property
+    def eval_sets(self) -> list[EvalSet]:
+        """Its own users' candidates under each evaluation protocol and split: those
+        central evaluation draws for them (built once, scored before and after
+        adaptation)."""
+        train = self.cfg.train
+        return [
+            build_eval_set(self.split, p, split, seed=train.seed)
+            for split in train.eval_splits
+            for p in train.eval_protocols
+        ]
 
     def finish(
         self, weights: dict[str, torch.Tensor] | None, *, adapt: bool, best_round: int | None
@@ -253,7 +259,7 @@ class MarketClient:
         if best_round is not None:
             self._restore_rows(self.kept_rows[best_round])
         metrics = self._metrics("rounds")
-        round_rows = {n: t for n, t in self.parts().items() if n in MARKET_ROWS}
+        round_rows = self._rows()
         if adapt:
             torch.manual_seed(
                 int(np.random.default_rng([self.cfg.train.seed, self.market]).integers(1 << 62))
@@ -265,19 +271,19 @@ class MarketClient:
 
     def _metrics(self, stage: str) -> dict[str, float]:
         out: dict[str, float] = {}
-        protocols = self.cfg.train.eval_protocols
-        for split in self.cfg.train.eval_splits:
-            for result in self.evaluate(stage, protocols=protocols, split=split):
-                for metric, value in result.markets[self.code].items():
-                    out[f"{stage}/{result.protocol}/{split}/{metric}"] = value
+        scorer = HybridScorer(stage, self.model)
+        for s in self.eval_sets:
+            result = evaluate(scorer, s, markets=[self.market])
+            for metric, value in result.markets[self.code].items():
+                out[f"{stage}/{result.protocol}/{s.split_name}/{metric}"] = value
         return out
 
     @torch.no_grad()
     def parts(self) -> dict[str, torch.Tensor]:
         """What the published model needs from this market: its rows and its block."""
-        m, model = self.market, self.model
-        out = {n: getattr(model, n)[m].detach().cpu().contiguous() for n in MARKET_ROWS}
-        closed = model.closed_form
+        m = self.market
+        out = self._rows()
+        closed = self.model.closed_form
         at, size = int(closed.market_offset[m]), int(closed.market_size[m])
         out["block_items"] = torch.nonzero(closed.market_index[m] >= 0).squeeze(1).cpu()
         out["block_weights"] = closed.market_weights[at : at + size * size].cpu().contiguous()

@@ -11,7 +11,6 @@ the clients' replies and what every party holds (training/federated/shared.py).
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,14 +22,14 @@ from flwr.app import Context, RecordDict
 
 from training.data import load_interactions
 from training.evaluate import Result
-from training.federated.apps import Outcome, client_app, server_app, server_settings
+from training.federated.apps import Outcome, best_round, client_app, server_app, server_settings
 from training.federated.client import MarketClient, federated_model_config
 from training.federated.config import FederatedConfig
 from training.federated.grid import InProcessGrid
 from training.federated.partition import market_split
 from training.federated.run_folder import write_run
 from training.federated.shared import SharedInfo
-from training.federated.wire import Traffic, shared_weights
+from training.federated.wire import Traffic
 from training.runs import start_run
 from training.semantics import read_item_text, text_embeddings
 from training.split import make_split
@@ -67,19 +66,15 @@ def each_alone(clients: Mapping[int, MarketClient], cfg: FederatedConfig) -> Out
     curves = []
     for m, client in clients.items():
         curve: list[float] = []
-        best: dict[str, torch.Tensor] = {}
+        kept: list[dict[str, torch.Tensor]] = []  # its shared weights after each round
         for server_round in range(1, cfg.rounds + 1):
-            client.fit(None, server_round=server_round)
+            new, _ = client.fit(None, server_round=server_round)
+            kept.append({n: t.clone() for n, t in new.items()})  # copies: training goes on
             curve.append(client.validate(None, server_round=server_round))
-            if curve[-1] > max(curve[:-1], default=-math.inf):  # its own best round
-                own = shared_weights(client.model).items()  # copies: training goes on
-                best = {n: t.clone() for n, t in own}
-                outcome.best_round[m] = server_round
         curves.append(curve)
+        best = outcome.best_round[m] = best_round(curve)  # its own best round
         outcome.seconds["rounds"] = time.perf_counter() - began
-        parts, rows, metrics = client.finish(
-            best, adapt=cfg.adapt, best_round=outcome.best_round[m]
-        )
+        parts, rows, metrics = client.finish(kept[best - 1], adapt=cfg.adapt, best_round=best)
         outcome.parts[m], outcome.round_rows[m], outcome.metrics[m] = parts, rows, metrics
         outcome.catalogues[m] = client.catalogue()
     outcome.seconds["publish"] = time.perf_counter() - began - outcome.seconds["rounds"]

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ConfigRecord, Message
 
 from training.hybrid import HybridRecommender
 from training.hybrid_train import MARKET_ROWS
@@ -42,10 +42,6 @@ def shared_names(model: HybridRecommender) -> list[str]:
 def shared_weights(model: HybridRecommender) -> dict[str, torch.Tensor]:
     params = dict(model.named_parameters())
     return {n: params[n].detach().cpu().contiguous() for n in shared_names(model)}
-
-
-def shared_record(model: HybridRecommender) -> ArrayRecord:
-    return ArrayRecord(shared_weights(model))
 
 
 @torch.no_grad()
@@ -138,7 +134,3 @@ class Traffic:
             "transfers": [vars(t) for t in self.transfers],
         }
         path.write_text(json.dumps(payload, indent=1) + "\n")
-
-
-def examples_record(n: int, **metrics: float) -> MetricRecord:
-    return MetricRecord({EXAMPLES: n, **metrics})
