@@ -135,10 +135,7 @@ class MarketClient:
         # Dropout draws from torch's global generator, and Flower's strategies sample
         # the clients of a round in random order: seed it per client and round.
         torch.manual_seed(int(rng.integers(1 << 62)))
-        data = EpochData(
-            sets=self.sets, folds=self.folds, rows=np.arange(len(self.sets.users)),
-            catalogue=catalogue_mask(self.split),
-        )  # fmt: skip
+        data = self.epoch_data
         step = HybridStep(model)
         model.train()
         total, steps = 0.0, 0
@@ -156,6 +153,14 @@ class MarketClient:
                 total, steps = total + float(loss.detach()), steps + 1
         log.info("%s round %d: loss %.4f", self.code, server_round, total / max(steps, 1))
         return shared_weights(model), total / max(steps, 1)
+
+    @cached_property
+    def epoch_data(self) -> EpochData:
+        """Its users and its catalogue, as every round's epochs go over them."""
+        return EpochData(
+            sets=self.sets, folds=self.folds, rows=np.arange(len(self.sets.users)),
+            catalogue=catalogue_mask(self.split),
+        )  # fmt: skip
 
     def item_counts(self) -> torch.Tensor:
         """(V,) its training interactions per item: how much its rows of the item
