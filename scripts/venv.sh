@@ -2,8 +2,8 @@
 # project into it with the given extras; install missing system tools from the
 # distribution's packages.
 #
-# uv installs the packages: pip took about 4 minutes for what uv does in well under
-# one. torch==2.13.0+cpu comes from the wheel this kind of machine keeps in
+# uv installs the packages: several times faster than pip here. torch==2.13.0+cpu
+# comes from the wheel this kind of machine keeps in
 # /opt/wheels (pip finds it through the machine's pip.conf; uv is told), so no
 # multi-GB CUDA build is downloaded.
 TORCH_WHEELS=${TORCH_WHEELS:-/opt/wheels}
@@ -18,7 +18,7 @@ uv_install() {
         2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
     # Compiled now: where PYTHONDONTWRITEBYTECODE is set (as on these machines) nothing
     # is compiled later, and every process (the tests start many) would pay the
-    # compilation of torch's modules at each import, about 4 s.
+    # compilation of torch's modules at each import.
     "$uv" pip install --quiet --compile-bytecode --python "$python" "$@"
 }
 
