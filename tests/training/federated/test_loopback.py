@@ -46,7 +46,7 @@ MODEL = {"d_model": 8}
 FED = FederatedConfig(rounds=2, local_epochs=1, walk_dim=8, walk_epochs=1, train=TRAIN)
 PORTS = 3 + len(SYNTH.markets)
 # Every message starts a process that imports torch: on a loaded 2-core machine the run
-# has taken over 4 minutes, beyond pytest's default limit for a test and its fixtures.
+# can outlast pytest's default limit for a test and its fixtures.
 pytestmark = pytest.mark.timeout(600)
 
 
