@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from model_store.vocab import IntArray
-from training.closed_form import Blocks, Cooccurrence, fold_fits
+from training.closed_form import Blocks, fold_fits
 from training.config import HybridTrainConfig
 from training.data import load_interactions
 from training.distributed import Ranks, choose_backend, launch
@@ -133,11 +133,7 @@ def bench_ddp(
     split = make_split(data, "random", 0)
     model = HybridConfig(n_items=data.items.size, n_markets=len(data.markets))
     cfg = HybridTrainConfig(batch_size=batch_size, folds=folds)
-    blocks = Blocks(
-        global_lambda=model.ease_lambda,
-        market_lambda=model.market_ease_lambda,
-        cooccurrence=Cooccurrence(model.cooccurrence_days, model.cooccurrence_floor),
-    )
+    blocks = Blocks.of(model)
     fits = fold_fits(split, blocks, folds=folds, seed=cfg.seed)
     sets = UserSets.build(split, fold=fits.fold, max_history=model.max_history)
     every = list(range(len(data.markets)))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,11 @@ class Manifest:
     source_run: str
     created_at: str  # ISO-8601, UTC
     schema_version: int = SCHEMA_VERSION
+    # Model settings chosen on the run's validation split (their values are in ``model``).
+    chosen: list[str] = field(default_factory=list)
+    # True: fitted again on every row, held-out items included, after the run was
+    # evaluated; ``metrics`` are then the held-out model's.
+    refitted: bool = False
 
     @property
     def own_parameters(self) -> list[str]:

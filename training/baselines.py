@@ -10,8 +10,9 @@
 - ``m3rec``: the M3Rec paper's model (training/m3rec.py), EASE^R's and random walks'
   item similarities adapted per market; trained with torch.
 
-EASE^R's closed form: P = (X^T X + lambda I)^-1, B = I - P diag(1/diag(P)), so
-B_ij = -P_ij / P_jj with a zero diagonal; a user's scores are x_u B.
+EASE^R's closed form (training/linalg.py): P = (X^T X + lambda I)^-1,
+B = I - P diag(1/diag(P)), so B_ij = -P_ij / P_jj with a zero diagonal; a user's
+scores are x_u B.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
-from scipy.linalg import lapack
 
 from model_store.vocab import PAD, IntArray, find_sorted
 from training.evaluate import Result, evaluate
+from training.linalg import ensure_fits, solve_ease
 from training.protocols import EvalSet, Protocol, build_eval_set
 from training.split import Split, SplitName
 
@@ -134,29 +135,13 @@ def gram_matrix(
     if users_kept is not None:
         keep &= users_kept[users]
     items, local = np.unique(split.train_items[keep], return_inverse=True)
+    ensure_fits(len(items), bytes_per_cell=8, what="The co-occurrence matrix")
     x = sp.csr_matrix(
         (np.ones(keep.sum(), np.float64), (users[keep], local)),
         shape=(split.data.n_users, len(items)),
     )
     x.data[:] = 1.0
     return items, (x.T @ x).toarray()
-
-
-def solve_ease(gram: NDArray[np.float64], lam: float) -> FloatArray:
-    """B = -P / diag(P) with a zero diagonal, P = (G + lam I)^-1 by Cholesky."""
-    g = gram.copy()
-    g[np.diag_indices_from(g)] += lam
-    factor, info = lapack.dpotrf(g, lower=1, overwrite_a=1)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"EASE^R: X^T X + {lam} I is not positive definite")
-    p, info = lapack.dpotri(factor, lower=1, overwrite_c=1)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"EASE^R: inverting X^T X + {lam} I failed")
-    p = np.tril(p) + np.tril(p, -1).T  # dpotri fills the lower triangle only
-    b = -p / np.diag(p)[None, :]
-    np.fill_diagonal(b, 0.0)
-    weights: FloatArray = b.astype(np.float32)
-    return weights
 
 
 def tune_ease(

@@ -119,6 +119,13 @@ def data_subset(
     drop_newest: Annotated[
         float, typer.Option(min=0.0, max=0.999, help="Share of each market's newest rows to drop.")
     ] = 0.0,
+    drop_user_newest: Annotated[
+        bool,
+        typer.Option(
+            help="Drop each user's newest row (users with 3 rows or more): the items "
+            "`cmr evaluate --split-scheme temporal` on the whole data tests."
+        ),
+    ] = False,
 ) -> None:
     """Part of a data folder as a new one: some markets, each without its newest rows
     (the data as it was before them)."""
@@ -130,7 +137,7 @@ def data_subset(
     with training_errors():
         paths = write_subset(
             data, dest, markets=codes(markets) or None, exclude=codes(exclude),
-            drop_newest=drop_newest,
+            drop_newest=drop_newest, drop_user_newest=drop_user_newest,
         )  # fmt: skip
     for path in paths:
         print(path)
@@ -239,6 +246,13 @@ def export_command(
     promote: Annotated[
         bool, typer.Option(help="Make the new version current once published.")
     ] = True,
+    refitted: Annotated[
+        bool,
+        typer.Option(
+            help="A hybrid run's closed form refitted on every row, when the run has one "
+            "(--no-refitted: the one its metrics were measured with)."
+        ),
+    ] = True,
 ) -> None:
     """Export a run's pre-trained and fine-tuned models as ONNX scoring graphs and
     publish them, with vocabulary, catalogues and metrics, as one store version."""
@@ -248,7 +262,8 @@ def export_command(
     with training_errors():
         chosen = variant.value if variant else None
         published = export_run(
-            run, ModelStore(store), version=version, variant=chosen, data_dir=data, promote=promote
-        )
+            run, ModelStore(store), version=version, variant=chosen, data_dir=data,
+            promote=promote, refitted=refitted,
+        )  # fmt: skip
     state = "current" if promote else "not current; `cmr store promote` serves it"
     print(f"published {published.name} ({published.manifest.variant}) in {store}, {state}")

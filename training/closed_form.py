@@ -28,8 +28,9 @@ import torch
 from numpy.typing import NDArray
 
 from model_store.vocab import IntArray
-from training.baselines import gram_matrix, solve_ease
-from training.hybrid import ClosedForm
+from training.baselines import gram_matrix
+from training.hybrid import ClosedForm, HybridConfig
+from training.linalg import ensure_fits, solve_ease
 from training.split import Split
 
 log = logging.getLogger(__name__)
@@ -48,15 +49,45 @@ class Cooccurrence:
         return self.floor + (1.0 - self.floor) * np.exp(-apart / self.days)
 
 
+# What a setting left to validation (None in HybridConfig) is where nothing chooses it:
+# a federation, where no one sees every market's validation users, and benchmarks.
+# These were XMarket's choices.
+FALLBACK_LAMBDA, FALLBACK_MARKET_LAMBDA, FALLBACK_DAYS = 20.0, 10.0, 30.0
+
+
 @dataclass(frozen=True, kw_only=True)
 class Blocks:
     """Which EASE^R blocks to fit, and how."""
 
     global_lambda: float  # L2 of the shared block
     market_lambda: float  # L2 of each market's block
+    market_lambdas: tuple[float, ...] = ()  # per market, in market order; else market_lambda
     global_ease: bool = True  # False: the shared block is left empty
     market_ease: bool = True
     cooccurrence: Cooccurrence = Cooccurrence()
+
+    @classmethod
+    def of(cls, model: HybridConfig, *, global_ease: bool | None = None) -> Blocks:
+        """The blocks a model's settings ask for; ``global_ease`` overrides the model's
+        (a federated client or an onboarded market fits no shared block of its own)."""
+        days = model.cooccurrence_days
+        return cls(
+            global_lambda=_or(model.ease_lambda, FALLBACK_LAMBDA),
+            market_lambda=_or(model.market_ease_lambda, FALLBACK_MARKET_LAMBDA),
+            market_lambdas=tuple(model.market_ease_lambdas),
+            global_ease=model.global_ease if global_ease is None else global_ease,
+            market_ease=model.market_ease,
+            cooccurrence=Cooccurrence(_or(days, FALLBACK_DAYS), model.cooccurrence_floor),
+        )
+
+    def lambda_of(self, market: int) -> float:
+        """The L2 of ``market``'s own block."""
+        own = market < len(self.market_lambdas)
+        return self.market_lambdas[market] if own else self.market_lambda
+
+
+def _or(value: float | None, fallback: float) -> float:
+    return fallback if value is None else value
 
 
 def weighted_gram(
@@ -86,6 +117,7 @@ def weighted_gram(
     present, local = np.unique(np.concatenate(rows), return_inverse=True)
     col = np.searchsorted(present, np.concatenate(cols))
     n = len(present)
+    ensure_fits(n, bytes_per_cell=8, what="The co-occurrence matrix")
     gram = np.zeros(n * n)
     np.add.at(gram, local * n + col, np.concatenate(values))
     return present, gram.reshape(n, n)
@@ -130,7 +162,7 @@ def fit_closed_form(
     flats = []
     for m in range(n_markets if blocks.market_ease else 0):
         items, weights = _block(
-            split, (m,), lam=blocks.market_lambda, cooccurrence=co, users_kept=users_kept
+            split, (m,), lam=blocks.lambda_of(m), cooccurrence=co, users_kept=users_kept
         )
         market_index[m, items] = np.arange(len(items))
         sizes[m] = len(items)

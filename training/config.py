@@ -73,6 +73,7 @@ class HybridTrainConfig:
     adapt: bool = True  # then train each market's own parameter row on that market
     adapt_lr: float = 1e-3
     adapt_max_epochs: int = 5
+    refit: bool = True  # then refit the closed form on every row for publishing
     valid_protocols: tuple[Protocol, ...] = ("market", "full")
     valid_metric: str = "ndcg@10"
     eval_protocols: tuple[Protocol, ...] = PROTOCOLS

@@ -2,9 +2,11 @@
 
 What the close-the-loop experiments need (docs/results.md): the data as it was some
 days ago (each market's newest share of rows dropped, by date), the markets without
-one of them, or one market alone. Rows are written as they were read (file order),
-one ``<market>.tsv`` per market with the header ``user item timestamp`` (epoch
-seconds), which training/market_files.py reads back to the same interactions.
+one of them, or one market alone; and the data without each user's newest item (what
+a temporal split of the whole data then tests a model on: the refit check). Rows are
+written as they were read (file order), one ``<market>.tsv`` per market with the
+header ``user item timestamp`` (epoch seconds), which training/market_files.py reads
+back to the same interactions.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from model_store.vocab import IntArray
 from training.market_files import MarketLog, read_logs
+from training.split import MIN_INTERACTIONS
 
 
 def newest_dropped(log: MarketLog, fraction: float) -> MarketLog:
@@ -30,7 +34,26 @@ def newest_dropped(log: MarketLog, fraction: float) -> MarketLog:
     order = np.lexsort((np.arange(n), log.times))  # oldest first, file order in ties
     keep = np.zeros(n, dtype=bool)
     keep[order[: n - dropped]] = True
-    rows = np.flatnonzero(keep)
+    return _rows(log, np.flatnonzero(keep))
+
+
+def each_users_newest_dropped(log: MarketLog) -> MarketLog:
+    """``log`` without each user's newest row, for users with at least MIN_INTERACTIONS
+    rows: the items a temporal split of the whole log tests on (ties in time: the
+    later row in the file is the newer)."""
+    if not log.has_time:
+        raise ValueError(f"{log.path}: no timestamps, so users have no newest rows to drop")
+    n = len(log.users)
+    users = np.unique(np.asarray(log.users, dtype=object), return_inverse=True)[1]
+    order = np.lexsort((np.arange(n), log.times, users))  # per user, oldest first
+    counts = np.bincount(users)
+    last = np.cumsum(counts) - 1  # each user's newest row, in ``order``
+    keep = np.ones(n, dtype=bool)
+    keep[order[last[counts >= MIN_INTERACTIONS]]] = False
+    return _rows(log, np.flatnonzero(keep))
+
+
+def _rows(log: MarketLog, rows: IntArray) -> MarketLog:
     return MarketLog(
         market=log.market,
         path=log.path,
@@ -48,9 +71,11 @@ def write_subset(
     markets: Sequence[str] | None = None,
     exclude: Sequence[str] = (),
     drop_newest: float = 0.0,
+    drop_user_newest: bool = False,
 ) -> list[Path]:
     """Write ``markets`` (default: every one) of ``source`` but ``exclude`` into
-    ``dest``, each without its newest ``drop_newest`` share of rows."""
+    ``dest``, each without its newest ``drop_newest`` share of rows and, with
+    ``drop_user_newest``, without each user's newest row."""
     logs = {log.market: log for log in read_logs(source)}
     unknown = sorted((set(markets or ()) | set(exclude)) - set(logs))
     if unknown:
@@ -63,6 +88,7 @@ def write_subset(
     written = []
     for code in chosen:
         log = newest_dropped(logs[code], drop_newest)
+        log = each_users_newest_dropped(log) if drop_user_newest else log
         path = dest / f"{code}.tsv"
         written.append(path)
         if any("\t" in x or "\n" in x for x in (*log.users, *log.items)):

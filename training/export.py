@@ -37,7 +37,7 @@ from model_store.vocab import PAD, Vocabulary
 from training.config import named_variant
 from training.data import Interactions, load_interactions
 from training.hybrid import HybridConfig, HybridRecommender
-from training.hybrid_train import load_hybrid
+from training.hybrid_train import has_refit, load_hybrid
 from training.model import Bert4CMR, Bert4CMRConfig, Variant
 from training.runs import CATALOGUES_FILE
 from training.store_model import STATE_FILE, save_state
@@ -165,15 +165,17 @@ class RunModels:
     market_graphs: dict[str, str]  # market code -> the graph scoring it with its own parameters
     pretrained: str | None  # the graph for markets without parameters of their own
     trained_variant: str  # what the run trained (``variant`` may be the other attention)
+    refitted: bool = False  # the hybrid's closed form refitted on every row
 
     @property
     def variant(self) -> str:
         return variant_name(next(iter(self.graphs.values())).config)
 
 
-def load_run(run_dir: Path, variant: str | None = None) -> RunModels:
+def load_run(run_dir: Path, variant: str | None = None, *, refitted: bool = True) -> RunModels:
     """The best weights of every stage of a finished run. ``variant`` picks Bert4CMR's
-    attention pattern to export (the weights fit both); default: the trained one."""
+    attention pattern to export (the weights fit both); default: the trained one.
+    ``refitted``: a hybrid's closed form refitted on every row, when the run has one."""
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a training run (no config.json)")
@@ -181,7 +183,8 @@ def load_run(run_dir: Path, variant: str | None = None) -> RunModels:
     if config.get("family", "bert4cmr") == "hybrid":
         if variant not in (None, "hybrid"):
             raise ValueError(f"{run_dir} is a hybrid run: it has no {variant!r} variant")
-        model = load_hybrid(run_dir, config)
+        refitted = refitted and has_refit(run_dir)
+        model = load_hybrid(run_dir, config, refitted=refitted)
         every_market = dict.fromkeys(config["markets"], "model.onnx")
         return RunModels(
             config=config,
@@ -189,6 +192,7 @@ def load_run(run_dir: Path, variant: str | None = None) -> RunModels:
             market_graphs=every_market,
             pretrained=None,
             trained_variant="hybrid",
+            refitted=refitted,
         )
     config["model"] = named_variant(config["model"])
     model_cfg = Bert4CMRConfig(**config["model"])
@@ -273,9 +277,11 @@ def export_run(
     variant: str | None = None,
     data_dir: Path | None = None,
     promote: bool = True,
+    refitted: bool = True,
 ) -> Version:
-    """Export every model of ``run_dir`` and publish them as one store version."""
-    run = load_run(run_dir, variant=variant)
+    """Export every model of ``run_dir`` and publish them as one store version
+    (``refitted``: ``load_run``'s)."""
+    run = load_run(run_dir, variant=variant, refitted=refitted)
     cfg = run.config
     variant = run.variant
     if version is None:
@@ -301,7 +307,11 @@ def export_run(
         command=command,
         source_run=str(run_dir.resolve()),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        chosen=list(cfg.get("chosen", [])),
+        refitted=run.refitted,
     )
+    if run.refitted:
+        log.info("%s: publishing the closed form refitted on every row", run_dir)
     return publish_version(
         store,
         manifest=manifest,

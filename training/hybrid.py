@@ -48,11 +48,14 @@ class HybridConfig:
     neural: bool = True  # False: the closed-form scores alone, mixed per market
     global_ease: bool = True
     market_ease: bool = True
-    ease_lambda: float = 20.0  # L2 of the shared EASE^R block
-    market_ease_lambda: float = 10.0  # L2 of each market's block
+    # The closed form's settings; None: `cmr train` chooses them on the validation split
+    # (training/closed_form_choice.py) and the run's config.json holds the choice.
+    ease_lambda: float | None = None  # L2 of the shared EASE^R block
+    market_ease_lambda: float | None = None  # L2 of a market's block (markets added later)
+    market_ease_lambdas: tuple[float, ...] = ()  # per market, in market order; () all the one
     # A pair of one user's items counts floor + (1 - floor) * exp(-days apart / days) in
     # the blocks' co-occurrences (training/closed_form.py); 0 days: every pair counts 1.
-    cooccurrence_days: float = 30.0
+    cooccurrence_days: float | None = None
     cooccurrence_floor: float = 0.2
 
 

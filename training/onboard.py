@@ -29,7 +29,7 @@ import torch
 
 from model_store.store import ModelStore, Version
 from training.baselines import evaluate_baselines
-from training.closed_form import Blocks, Cooccurrence, FoldFits, fit_closed_form, fold_fits
+from training.closed_form import Blocks, FoldFits, fit_closed_form, fold_fits
 from training.config import HybridTrainConfig
 from training.data import build_interactions
 from training.evaluate import Result, evaluate
@@ -100,13 +100,9 @@ def onboard_market(
     data = replace(alone, markets=(*stored.markets, code), user_market=alone.user_market + m)
     split = make_split(data, cfg.split_scheme, cfg.seed)
     model_cfg = replace(stored.model.config, n_items=data.items.size, n_markets=m + 1)
-    own = Blocks(
-        global_lambda=model_cfg.ease_lambda,
-        market_lambda=model_cfg.market_ease_lambda,
-        global_ease=False,  # the shared block is the version's
-        market_ease=model_cfg.market_ease,
-        cooccurrence=Cooccurrence(model_cfg.cooccurrence_days, model_cfg.cooccurrence_floor),
-    )
+    # The shared block is the version's; the new market's block takes the version's L2
+    # for markets without a choice of their own.
+    own = replace(Blocks.of(model_cfg, global_ease=False), market_lambdas=())
     base = stored.model.closed_form
     closed = with_market(base, fit_closed_form(split, own), market=m)
     base32 = replace(base, global_weights=base.global_weights.float())  # converted once

@@ -102,21 +102,27 @@ def write_config(
     train: Any,
     init_from: str | None = None,
     nproc: int = 1,
+    chosen: list[str] | None = None,
 ) -> None:
     """Record the recipe (``model`` and ``train`` are dataclasses), the number of
     training processes and the vocabulary; a resumed run must have the same recipe (it
     may run in another number of processes: the results agree). ``data_dir`` None: no
-    one data folder (a deployed federation: each market holds its own file)."""
-    payload = {
-        "family": family,
-        "name": name,
-        "data": str(data_dir.resolve()) if data_dir is not None else None,
-        "markets": list(markets),
-        "items_sha256": items.sha256(),
-        "model": dataclasses.asdict(model),
-        "train": dataclasses.asdict(train),
-        "nproc": nproc,
-    } | ({"init_from": init_from} if init_from else {})
+    one data folder (a deployed federation: each market holds its own file).
+    ``chosen``: the model settings chosen on validation rather than given."""
+    payload = (
+        {
+            "family": family,
+            "name": name,
+            "data": str(data_dir.resolve()) if data_dir is not None else None,
+            "markets": list(markets),
+            "items_sha256": items.sha256(),
+            "model": dataclasses.asdict(model),
+            "train": dataclasses.asdict(train),
+            "nproc": nproc,
+        }
+        | ({"init_from": init_from} if init_from else {})
+        | ({"chosen": chosen} if chosen else {})
+    )
     path = run_dir / "config.json"
     text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
     if path.exists():

@@ -123,8 +123,10 @@ class WarmStart:
     ref: str
     stored: StoredHybrid
 
-    def model_settings(self, given: dict[str, Any]) -> dict[str, Any]:
-        """The version's model settings; a recipe may repeat them but not change them."""
+    def model_settings(self, given: dict[str, Any], *, markets: Sequence[str]) -> dict[str, Any]:
+        """The version's model settings; a recipe may repeat them but not change them.
+        Per-market settings follow the new data's ``markets`` by code (a market the
+        version lacks takes the version's setting for markets added later)."""
         settings = {k: v for k, v in self.stored.manifest.model.items() if k not in FROM_DATA}
         settings = dataclasses.asdict(HybridConfig(n_items=2, n_markets=1, **settings))
         for name, value in given.items():
@@ -133,4 +135,11 @@ class WarmStart:
                     f"--init-from {self.ref}: its model has {name}={settings.get(name)!r}; "
                     f"a warm start keeps the model's shape and settings (drop --set {name})"
                 )
+        own = settings.get("market_ease_lambdas") or ()
+        if own:
+            old = self.stored.manifest.markets  # code -> the version's market index
+            settings["market_ease_lambdas"] = tuple(
+                own[old[code]] if code in old else settings["market_ease_lambda"]
+                for code in markets
+            )
         return {k: v for k, v in settings.items() if k not in FROM_DATA}

@@ -96,7 +96,13 @@ class StoreScorer:
     def split_note(self, scheme: Scheme, seed: int) -> str | None:
         """A warning when the version was trained on another split than the evaluation's:
         its training items may then be among the held-out ones."""
-        train = self.version.manifest.train
+        manifest = self.version.manifest
+        if manifest.refitted:
+            return (
+                f"note: {self.name} was refitted on every row of its data after training, "
+                "so the held-out items of any split of that data are in its training data"
+            )
+        train = manifest.train
         trained = (train.get("split_scheme", scheme), train.get("seed", seed))
         if trained == (scheme, seed):
             return None

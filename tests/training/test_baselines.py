@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from model_store.vocab import PAD
-from training.baselines import EaseBlock, Popularity, evaluate_baselines, solve_ease
+from training.baselines import EaseBlock, Popularity, evaluate_baselines
+from training.linalg import solve_ease
 from training.split import Split
 
 

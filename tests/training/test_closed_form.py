@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from training.baselines import Ease, EaseBlock, gram_matrix, solve_ease
+from training.baselines import Ease, EaseBlock, gram_matrix
 from training.closed_form import Blocks, Cooccurrence, fit_closed_form, fold_fits, weighted_gram
+from training.linalg import solve_ease
 from training.protocols import build_eval_set
 from training.split import Split
 

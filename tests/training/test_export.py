@@ -13,6 +13,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from cmr.cli import app
@@ -121,7 +122,9 @@ def test_random_inputs_are_ragged_and_right_padded() -> None:
     assert (inputs["candidates"] != PAD).all()
 
 
-def test_a_hybrid_run_is_one_graph_for_every_market(tiny_store: Version, tiny_run: Path) -> None:
+def test_a_hybrid_run_is_one_graph_for_every_market(
+    tiny_store: Version, tiny_run: Path, tmp_path: Path
+) -> None:
     manifest = tiny_store.manifest
     store = ModelStore(tiny_store.path.parents[1])
     assert store.current() == "tiny-1"
@@ -133,6 +136,25 @@ def test_a_hybrid_run_is_one_graph_for_every_market(tiny_store: Version, tiny_ru
     assert manifest.command.startswith("cmr train --data ")
     assert manifest.metrics["full"]["aa"]["ndcg@10"] > 0
     assert manifest.model["d_model"] == 32
+    # Its closed form's settings were chosen on validation, and it was refitted on
+    # every row: the published blocks are the refit's, not the held-out run's.
+    assert manifest.refitted
+    assert set(manifest.chosen) == {
+        "ease_lambda",
+        "cooccurrence_days",
+        "market_ease_lambdas",
+        "market_ease_lambda",
+    }
+    assert isinstance(manifest.model["ease_lambda"], float)
+    published = load_file(tiny_store.file("state.safetensors"))
+    refit = load_file(tiny_run / "closed_form_refit.safetensors")
+    held_out = load_file(tiny_run / "closed_form.safetensors")
+    torch.testing.assert_close(published["global_weights"], refit["global_weights"])
+    assert not torch.equal(published["global_weights"], held_out["global_weights"])
+    held_out_version = export_run(tiny_run, ModelStore(tmp_path), refitted=False)
+    assert not held_out_version.manifest.refitted
+    state = load_file(held_out_version.file("state.safetensors"))
+    torch.testing.assert_close(state["global_weights"], held_out["global_weights"])
     catalogues = load_catalogues(tiny_store.file(manifest.catalogues))
     assert set(catalogues) == {"aa", "bb", "cc"}
     for catalogue in catalogues.values():

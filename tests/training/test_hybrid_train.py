@@ -29,7 +29,16 @@ def test_cmr_train_of_the_hybrid_learns_the_planted_structure(
         "markets/aa/best.safetensors", "metrics/market-test.json", "metrics/full-valid.json",
     ]:  # fmt: skip
         assert (run / path).is_file(), path
-    assert json.loads((run / "config.json").read_text())["family"] == "hybrid"
+    config = json.loads((run / "config.json").read_text())
+    assert config["family"] == "hybrid"
+    # The closed form's settings were chosen on validation: numbers in config.json, every
+    # trial in closed_form_choice.json, and the run's closed form fitted with them.
+    choice = json.loads((run / "closed_form_choice.json").read_text())
+    assert set(config["chosen"]) == set(choice["chosen"])
+    for name, value in choice["chosen"].items():
+        assert config["model"][name] == value, name
+    assert len(choice["trials"]) >= 6 * 4  # a shared block per time scale, then each market
+    assert (run / "closed_form_refit.safetensors").is_file()
     for protocol in ("market", "full"):
         hybrid = json.loads((run / f"metrics/{protocol}-test.json").read_text())
         popularity = evaluate(

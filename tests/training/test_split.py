@@ -9,7 +9,7 @@ import pytest
 
 from model_store.vocab import PAD
 from training.data import Interactions, load_interactions
-from training.split import make_split
+from training.split import Split, every_row, make_split
 
 
 @pytest.mark.parametrize("scheme", ["random", "temporal"])
@@ -61,3 +61,14 @@ def test_temporal_needs_dates(tmp_path: Path) -> None:
     (tmp_path / "de.txt").write_text("user item\nu A\nu B\nu C\n")
     with pytest.raises(ValueError, match="needs timestamps"):
         make_split(load_interactions(tmp_path), "temporal")
+
+
+def test_every_row_holds_out_nothing(synth_split: Split) -> None:
+    data = synth_split.data
+    everything = every_row(data)
+    assert (everything.valid == PAD).all() and (everything.test == PAD).all()
+    assert len(everything.train_items) == len(data.item)
+    for user in (0, 7, data.n_users - 1):  # each user's rows, in the data's order
+        np.testing.assert_array_equal(everything.history(user), data.item[data.user == user])
+    held_out = synth_split.valid[synth_split.valid != PAD]
+    assert np.isin(held_out, everything.train_items).all()

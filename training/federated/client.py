@@ -24,7 +24,7 @@ import torch
 
 from model_store.catalogue import Catalogue
 from model_store.vocab import Vocabulary
-from training.closed_form import Blocks, Cooccurrence, FoldFits, fit_closed_form, fold_fits
+from training.closed_form import Blocks, FoldFits, fit_closed_form, fold_fits
 from training.evaluate import evaluate
 from training.federated.config import FederatedConfig
 from training.federated.wire import load_weights, shared_names, shared_weights
@@ -80,13 +80,7 @@ class MarketClient:
         model_cfg = federated_model_config(
             markets=data.markets, items=data.items, model_settings=model_settings
         )
-        blocks = Blocks(
-            global_lambda=model_cfg.ease_lambda,
-            market_lambda=model_cfg.market_ease_lambda,
-            global_ease=False,
-            market_ease=model_cfg.market_ease,
-            cooccurrence=Cooccurrence(model_cfg.cooccurrence_days, model_cfg.cooccurrence_floor),
-        )
+        blocks = Blocks.of(model_cfg, global_ease=False)
         train = cfg.train
         folds = fold_fits(split, blocks, folds=train.folds, seed=train.seed)
         torch.manual_seed(train.seed)  # the server's starting weights replace the shared ones

@@ -1,0 +1,106 @@
+"""The closed form's settings chosen on validation: the search, what is kept as given,
+and the choice beating every grid point it skipped."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.baselines import Ease, EaseBlock, gram_matrix
+from training.closed_form import FALLBACK_DAYS, Blocks
+from training.closed_form_choice import (
+    ClosedFormChoice,
+    choose_closed_form,
+    left_to_choose,
+    resolved,
+    search_lambda,
+)
+from training.evaluate import evaluate
+from training.hybrid import HybridConfig
+from training.linalg import solve_ease
+from training.protocols import build_eval_set
+from training.split import Split
+
+
+@pytest.mark.parametrize("peak", [3.0, 55.0, 900.0, 20_000.0])
+def test_search_finds_the_peak_within_a_factor_of_two(peak: float) -> None:
+    calls: list[float] = []
+
+    def score(lam: float) -> float:
+        calls.append(lam)
+        return -abs(np.log(lam / peak))
+
+    best, value = search_lambda(score)
+    assert peak / 2 <= best <= peak * 2
+    assert value == score(best)
+    assert len(set(calls)) == len(calls) - 1  # each lambda fitted once (but the check)
+
+
+def _config(split: Split, **settings: object) -> HybridConfig:
+    n_markets = len(split.data.markets)
+    return HybridConfig(n_items=split.data.items.size, n_markets=n_markets, **settings)  # type: ignore[arg-type]
+
+
+def test_choice_beats_every_lambda_of_the_baselines_grid(synth_split: Split) -> None:
+    valid = [build_eval_set(synth_split, p, "valid") for p in ("market", "full")]
+    model = _config(synth_split, market_ease=False, cooccurrence_days=0.0)
+    choice = choose_closed_form(synth_split, model, valid)
+    assert choice.cooccurrence_days is None  # given, so not chosen
+    assert choice.market_ease_lambdas is None  # no market blocks
+    assert choice.ease_lambda is not None
+    every = tuple(range(len(synth_split.data.markets)))
+    items, gram = gram_matrix(synth_split, every)
+
+    def mean_ndcg(lam: float) -> float:
+        block = EaseBlock(markets=every, items=items, weights=solve_ease(gram, lam), lam=lam)
+        model = Ease("ease", [block])
+        return float(np.mean([evaluate(model, v).mean["ndcg@10"] for v in valid]))
+
+    chosen = mean_ndcg(choice.ease_lambda)
+    assert chosen == pytest.approx(max(t.valid for t in choice.trials))
+    # The baselines' grid, ten points, is no better than the six the search fitted.
+    for lam in (2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0):
+        assert mean_ndcg(lam) <= chosen + 0.005, lam
+
+
+def test_settings_given_are_kept_and_the_rest_chosen(synth_split: Split) -> None:
+    valid = [build_eval_set(synth_split, "market", "valid")]
+    model = _config(synth_split, ease_lambda=33.0)
+    assert left_to_choose(model)
+    choice = choose_closed_form(synth_split, model, valid)
+    assert choice.ease_lambda is None
+    assert {t.lam for t in choice.trials if t.block == "shared"} == {33.0}
+    assert choice.cooccurrence_days in (0.0, 7.0, 30.0, 120.0)  # the data has dates
+    codes = synth_split.data.markets
+    assert choice.market_ease_lambdas is not None and len(choice.market_ease_lambdas) == 3
+    assert {t.block for t in choice.trials} == {"shared", *codes}
+    final = resolved(model, choice)
+    assert final.ease_lambda == 33.0
+    assert final.market_ease_lambdas == choice.market_ease_lambdas
+    assert final.market_ease_lambda == float(np.median(choice.market_ease_lambdas))
+    assert not left_to_choose(final)
+    blocks = Blocks.of(final)
+    assert [blocks.lambda_of(m) for m in range(3)] == list(choice.market_ease_lambdas)
+
+
+def test_data_without_dates_tries_plain_cooccurrences_only(synth_split: Split) -> None:
+    no_dates = replace(synth_split, data=replace(synth_split.data, has_time=False))
+    valid = [build_eval_set(no_dates, "market", "valid")]
+    choice = choose_closed_form(no_dates, _config(no_dates, market_ease=False), valid)
+    assert choice.cooccurrence_days == 0.0
+    assert {t.days for t in choice.trials} == {0.0}
+
+
+def test_a_choice_survives_its_file_and_nothing_chosen_falls_back(
+    synth_split: Split, tmp_path: Path
+) -> None:
+    valid = [build_eval_set(synth_split, "market", "valid")]
+    model = _config(synth_split, market_ease=False)
+    choice = choose_closed_form(synth_split, model, valid)
+    choice.save(tmp_path / "choice.json")
+    assert ClosedFormChoice.load(tmp_path / "choice.json") == choice
+    given = resolved(model, None)  # nothing chose: the fallbacks, as numbers
+    assert given.cooccurrence_days == FALLBACK_DAYS and given.ease_lambda is not None

@@ -1,0 +1,271 @@
+"""Choosing the closed form's settings on the user's own validation split.
+
+The blocks' L2 (lambda) and the time scale of co-occurrence weighting depend on the
+data: EASE^R alone wants lambda 200 under `market` and 10 under `full` on XMarket,
+400 under `market` elsewhere. ``cmr train`` chooses them here, before anything is
+trained, by the metric the run stops on (mean NDCG@10 over ``valid_protocols``),
+scoring the closed form alone on the validation users:
+
+1. the shared block: each co-occurrence time scale (only "every pair counts 1" when
+   the data has no dates) on lambdas 4x apart; for the best time scale, the grid is
+   extended while its best lambda sits at an edge, then the best's neighbours 2x
+   apart are tried;
+2. each market's block, on that market's validation users, mixed with the chosen
+   shared block as the model starts (``INITIAL_MIX``): the same lambda search, each
+   market its own lambda.
+
+One Gram matrix per block and time scale serves every lambda (the co-occurrences
+are counted once). A factorisation is not shared: an eigendecomposition would serve
+every lambda, but scoring the validation users from it costs more per lambda than
+the Cholesky inverse it replaces. Settings given in the recipe are kept as given.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.baselines import Ease, EaseBlock, FloatArray
+from training.closed_form import Blocks, Cooccurrence, weighted_gram
+from training.evaluate import evaluate
+from training.hybrid import INITIAL_MIX, HybridConfig
+from training.linalg import solve_ease
+from training.protocols import EvalSet
+from training.split import Split
+
+log = logging.getLogger(__name__)
+
+CHOICE_FILE = "closed_form_choice.json"
+COARSE_LAMBDAS = (10.0, 40.0, 160.0, 640.0)
+DAYS_GRID = (0.0, 7.0, 30.0, 120.0)  # 0: every pair counts 1
+MIN_LAMBDA, MAX_LAMBDA = 0.5, 50_000.0
+CHOSEN = ("ease_lambda", "market_ease_lambda", "market_ease_lambdas", "cooccurrence_days")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Trial:
+    """One fit scored on validation."""
+
+    block: str  # "shared" or a market code
+    lam: float
+    days: float
+    valid: float  # mean NDCG@10 over the validation protocols
+    seconds: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClosedFormChoice:
+    """The chosen settings (None: given in the recipe, not chosen) and every trial."""
+
+    ease_lambda: float | None
+    market_ease_lambdas: tuple[float, ...] | None
+    cooccurrence_days: float | None
+    trials: tuple[Trial, ...]
+    seconds: float
+
+    def settings(self) -> dict[str, Any]:
+        """What the choice sets in the model's settings."""
+        out: dict[str, Any] = {}
+        if self.ease_lambda is not None:
+            out["ease_lambda"] = self.ease_lambda
+        if self.cooccurrence_days is not None:
+            out["cooccurrence_days"] = self.cooccurrence_days
+        if self.market_ease_lambdas is not None:
+            out["market_ease_lambdas"] = self.market_ease_lambdas
+            # A market added later (cmr onboard) takes the middle of the markets' choices.
+            out["market_ease_lambda"] = float(np.median(self.market_ease_lambdas))
+        return out
+
+    def save(self, path: Path) -> None:
+        payload = asdict(self) | {"chosen": self.settings()}
+        path.write_text(json.dumps(payload, indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> ClosedFormChoice:
+        raw = json.loads(path.read_text())
+        lambdas = raw["market_ease_lambdas"]
+        return cls(
+            ease_lambda=raw["ease_lambda"],
+            market_ease_lambdas=None if lambdas is None else tuple(lambdas),
+            cooccurrence_days=raw["cooccurrence_days"],
+            trials=tuple(Trial(**t) for t in raw["trials"]),
+            seconds=raw["seconds"],
+        )
+
+
+def left_to_choose(model: HybridConfig) -> bool:
+    """Whether any closed-form setting of ``model`` is left to validation."""
+    return (
+        model.ease_lambda is None
+        or model.cooccurrence_days is None
+        or (model.market_ease_lambda is None and not model.market_ease_lambdas)
+    )
+
+
+def search_lambda(
+    score: Callable[[float], float],
+    *,
+    coarse: Sequence[float] = COARSE_LAMBDAS,
+    seen: dict[float, float] | None = None,
+) -> tuple[float, float]:
+    """The best lambda for ``score`` (higher is better) and its score: ``coarse``,
+    extended by 4x while the best is at an edge, then the best's neighbours 2x apart.
+    ``seen``: lambdas scored already (not scored again); filled in."""
+    seen = {} if seen is None else seen
+
+    def at(lam: float) -> float:
+        if lam not in seen:
+            seen[lam] = score(lam)
+        return seen[lam]
+
+    for lam in coarse:
+        at(lam)
+    while True:
+        best = max(seen, key=seen.__getitem__)
+        lowest, highest = min(seen), max(seen)
+        if best == lowest and best / 4 >= MIN_LAMBDA:
+            at(best / 4)
+        elif best == highest and best * 4 <= MAX_LAMBDA:
+            at(best * 4)
+        else:
+            break
+    best = max(seen, key=seen.__getitem__)
+    for lam in (best / 2, best * 2):
+        if MIN_LAMBDA <= lam <= MAX_LAMBDA:
+            at(lam)
+    best = max(seen, key=seen.__getitem__)
+    return best, seen[best]
+
+
+class _Mix:
+    """Closed-form scores only: a weighted sum of EASE^R models."""
+
+    name = "closed-form"
+
+    def __init__(self, parts: Sequence[tuple[float, Ease]]) -> None:
+        self.parts = tuple(parts)
+
+    def score(self, histories: Any, candidates: Any, markets: Any) -> FloatArray:
+        total = np.zeros(candidates.shape, np.float32)
+        for weight, model in self.parts:
+            total += weight * model.score(histories, candidates, markets)
+        return total
+
+
+def _valid_ndcg(model: _Mix, valid: Sequence[EvalSet], markets: Sequence[int]) -> float:
+    scores = [evaluate(model, v, markets=markets).mean["ndcg@10"] for v in valid]
+    return float(np.mean(scores))
+
+
+def choose_closed_form(
+    split: Split, model: HybridConfig, valid: Sequence[EvalSet]
+) -> ClosedFormChoice:
+    """Choose what ``model`` leaves to validation (its None settings), on ``valid``."""
+    started = time.perf_counter()
+    trials: list[Trial] = []
+    n_markets = len(split.data.markets)
+    every = tuple(range(n_markets))
+    floor = model.cooccurrence_floor
+
+    def block(markets: tuple[int, ...], lam: float, gram: Any) -> EaseBlock:
+        items, matrix = gram
+        weights = solve_ease(matrix, lam) if len(items) else np.zeros((0, 0), np.float32)
+        return EaseBlock(markets=markets, items=items, weights=weights, lam=lam)
+
+    # 1. The shared block: its time scale and lambda.
+    if model.cooccurrence_days is not None:
+        days_grid: tuple[float, ...] = (model.cooccurrence_days,)
+    else:
+        days_grid = DAYS_GRID if split.data.has_time else (0.0,)
+    coarse = COARSE_LAMBDAS if model.ease_lambda is None else (model.ease_lambda,)
+    seen: dict[float, dict[float, float]] = {}  # days -> lambda -> score
+    grams = {}
+
+    def best_score(days: float) -> float:
+        return max(seen[days].values())
+
+    def shared_score(lam: float, days: float) -> float:
+        start = time.perf_counter()
+        ease = Ease("ease", [block(every, lam, grams[days])])
+        ndcg = _valid_ndcg(_Mix([(1.0, ease)]), valid, every)
+        trials.append(_trial("shared", lam, days, ndcg, start))
+        return ndcg
+
+    # Every time scale on the coarse lambdas; the best one's lambda is then refined.
+    for days in days_grid:
+        grams[days] = weighted_gram(split, every, Cooccurrence(days, floor))
+        seen[days] = {lam: shared_score(lam, days) for lam in coarse}
+        if days != max(seen, key=best_score):
+            del grams[days]  # keep the best time scale's co-occurrences only
+    days = max(seen, key=best_score)
+    global_lambda, score = max(seen[days].items(), key=lambda item: item[1])
+    if model.ease_lambda is None:
+        global_lambda, score = search_lambda(
+            lambda lam: shared_score(lam, days), coarse=coarse, seen=seen[days]
+        )
+    shared_model = Ease("ease", [block(every, global_lambda, grams.pop(days))])
+    log.info(
+        "closed form, shared block: days %g, lambda %g (valid NDCG@10 %.4f)",
+        days, global_lambda, score,
+    )  # fmt: skip
+
+    # 2. Each market's block, mixed with the shared one as the model starts.
+    market_lambdas: tuple[float, ...] | None = None
+    if model.market_ease_lambda is None and not model.market_ease_lambdas and model.market_ease:
+        g_weight, m_weight = INITIAL_MIX[0], INITIAL_MIX[1]
+        shared_part = [(g_weight, shared_model)] if model.global_ease else []
+        chosen = []
+        for m in every:
+            code = split.data.markets[m]
+            gram = weighted_gram(split, (m,), Cooccurrence(days, floor))
+
+            def market_score(lam: float, m: int = m, code: str = code, gram: Any = gram) -> float:
+                start = time.perf_counter()
+                own = Ease("own", [block((m,), lam, gram)])
+                mix = _Mix([*shared_part, (m_weight, own)])
+                ndcg = _valid_ndcg(mix, valid, (m,))
+                trials.append(_trial(code, lam, days, ndcg, start))
+                return ndcg
+
+            lam, ndcg = search_lambda(market_score)
+            log.info("closed form, %s block: lambda %g (valid NDCG@10 %.4f)", code, lam, ndcg)
+            chosen.append(lam)
+        market_lambdas = tuple(chosen)
+    seconds = time.perf_counter() - started
+    log.info("closed form settings chosen on validation in %.0f s, %d fits", seconds, len(trials))
+    return ClosedFormChoice(
+        ease_lambda=global_lambda if model.ease_lambda is None else None,
+        market_ease_lambdas=market_lambdas,
+        cooccurrence_days=days if model.cooccurrence_days is None else None,
+        trials=tuple(trials),
+        seconds=seconds,
+    )
+
+
+def _trial(block: str, lam: float, days: float, ndcg: float, start: float) -> Trial:
+    seconds = time.perf_counter() - start
+    log.info(
+        "closed form trial: %s block, days %g, lambda %g: valid NDCG@10 %.4f (%.1f s)",
+        block, days, lam, ndcg, seconds,
+    )  # fmt: skip
+    return Trial(block=block, lam=lam, days=days, valid=ndcg, seconds=seconds)
+
+
+def resolved(model: HybridConfig, choice: ClosedFormChoice | None) -> HybridConfig:
+    """``model`` with the choice's settings, and the fallbacks for what nothing chose
+    (a market block switched off, say), so a run's config.json holds numbers only."""
+    model = replace(model, **(choice.settings() if choice else {}))
+    blocks = Blocks.of(model)
+    return replace(
+        model,
+        ease_lambda=blocks.global_lambda,
+        market_ease_lambda=blocks.market_lambda,
+        cooccurrence_days=blocks.cooccurrence.days,
+    )
