@@ -70,13 +70,14 @@ def ranking_check(data: Path, lambdas: Sequence[float]) -> list[str]:
     from training.data import load_interactions
     from training.evaluate import evaluate
     from training.linalg import solve_ease
-    from training.protocols import build_eval_set
+    from training.protocols import Protocol, build_eval_set
     from training.split import make_split
 
     split = make_split(load_interactions(data), "random", 0)
     every = tuple(range(len(split.data.markets)))
     items, gram = gram_matrix(split, every)
-    valid = [build_eval_set(split, p, "valid", seed=0) for p in ("market", "full")]
+    protocols: tuple[Protocol, ...] = ("market", "full")
+    valid = [build_eval_set(split, p, "valid", seed=0) for p in protocols]
     lines = [f"EASE^R over {len(items):,} items, validation split (float64 / float32):"]
     for lam in lambdas:
         p = np.linalg.inv(gram + lam * np.eye(len(gram)))

@@ -142,8 +142,8 @@ def ratio_rows(name: str, results: Sequence[dict[str, Any]]) -> list[str]:
         pop = [r for r in results if r["protocol"] == protocol and r["model"] == "popularity"]
 
         def mean(runs: Sequence[dict[str, Any]], metric: str, market: str | None = None) -> float:
-            pick = (lambda r: r["mean"]) if market is None else (lambda r: r["markets"][market])
-            return float(np.mean([pick(r)[metric] for r in runs]))
+            values = [(r["mean"] if market is None else r["markets"][market])[metric] for r in runs]
+            return float(np.mean(values))
 
         codes = sorted(ours[0]["markets"])
         per_market = {c: mean(ours, "ndcg@10", c) / mean(ease, "ndcg@10", c) for c in codes}

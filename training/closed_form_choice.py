@@ -3,16 +3,17 @@
 The blocks' L2 (lambda) and the time scale of co-occurrence weighting depend on the
 data: EASE^R alone wants lambda 200 under `market` and 10 under `full` on XMarket,
 400 under `market` elsewhere. ``cmr train`` chooses them here, before anything is
-trained, by the metric the run stops on (mean NDCG@10 over ``valid_protocols``),
-scoring the closed form alone on the validation users:
+trained, scoring the closed form alone by validation NDCG@10 under the run's
+``choice_protocols`` (default `full`: in the hybrid the closed form carries the
+`full` protocol and the network the `market` one, docs/results.md "Trials"):
 
 1. the shared block: each co-occurrence time scale (only "every pair counts 1" when
    the data has no dates) on lambdas 4x apart; for the best time scale, the grid is
    extended while its best lambda sits at an edge, then the best's neighbours 2x
    apart are tried;
-2. each market's block, on that market's validation users, mixed with the chosen
-   shared block as the model starts (``INITIAL_MIX``): the same lambda search, each
-   market its own lambda.
+2. the markets' blocks, mixed with the chosen shared block as the model starts
+   (``INITIAL_MIX``): the same lambda search, one lambda for every market (a
+   market's own would follow its few validation users: noise).
 
 One Gram matrix per block and time scale serves every lambda (the co-occurrences
 are counted once). A factorisation is not shared: an eigendecomposition would serve
@@ -44,9 +45,8 @@ log = logging.getLogger(__name__)
 
 CHOICE_FILE = "closed_form_choice.json"
 COARSE_LAMBDAS = (10.0, 40.0, 160.0, 640.0)
-DAYS_GRID = (0.0, 7.0, 30.0, 120.0)  # 0: every pair counts 1
+DAYS_GRID = (0.0, 7.0, 30.0)  # 0: every pair counts 1
 MIN_LAMBDA, MAX_LAMBDA = 0.5, 50_000.0
-CHOSEN = ("ease_lambda", "market_ease_lambda", "market_ease_lambdas", "cooccurrence_days")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,23 +65,20 @@ class ClosedFormChoice:
     """The chosen settings (None: given in the recipe, not chosen) and every trial."""
 
     ease_lambda: float | None
-    market_ease_lambdas: tuple[float, ...] | None
+    market_ease_lambda: float | None
     cooccurrence_days: float | None
+    protocols: tuple[str, ...]  # the validation protocols that chose them
     trials: tuple[Trial, ...]
     seconds: float
 
     def settings(self) -> dict[str, Any]:
         """What the choice sets in the model's settings."""
-        out: dict[str, Any] = {}
-        if self.ease_lambda is not None:
-            out["ease_lambda"] = self.ease_lambda
-        if self.cooccurrence_days is not None:
-            out["cooccurrence_days"] = self.cooccurrence_days
-        if self.market_ease_lambdas is not None:
-            out["market_ease_lambdas"] = self.market_ease_lambdas
-            # A market added later (cmr onboard) takes the middle of the markets' choices.
-            out["market_ease_lambda"] = float(np.median(self.market_ease_lambdas))
-        return out
+        chosen = {
+            "ease_lambda": self.ease_lambda,
+            "market_ease_lambda": self.market_ease_lambda,
+            "cooccurrence_days": self.cooccurrence_days,
+        }
+        return {name: value for name, value in chosen.items() if value is not None}
 
     def save(self, path: Path) -> None:
         payload = asdict(self) | {"chosen": self.settings()}
@@ -90,14 +87,10 @@ class ClosedFormChoice:
     @classmethod
     def load(cls, path: Path) -> ClosedFormChoice:
         raw = json.loads(path.read_text())
-        lambdas = raw["market_ease_lambdas"]
-        return cls(
-            ease_lambda=raw["ease_lambda"],
-            market_ease_lambdas=None if lambdas is None else tuple(lambdas),
-            cooccurrence_days=raw["cooccurrence_days"],
-            trials=tuple(Trial(**t) for t in raw["trials"]),
-            seconds=raw["seconds"],
-        )
+        raw.pop("chosen")
+        raw["protocols"] = tuple(raw["protocols"])
+        raw["trials"] = tuple(Trial(**t) for t in raw["trials"])
+        return cls(**raw)
 
 
 def left_to_choose(model: HybridConfig) -> bool:
@@ -186,7 +179,7 @@ def choose_closed_form(
         days_grid = DAYS_GRID if split.data.has_time else (0.0,)
     coarse = COARSE_LAMBDAS if model.ease_lambda is None else (model.ease_lambda,)
     seen: dict[float, dict[float, float]] = {}  # days -> lambda -> score
-    grams = {}
+    grams: dict[float, Any] = {}  # days -> (items, Gram matrix)
 
     def best_score(days: float) -> float:
         return max(seen[days].values())
@@ -216,34 +209,31 @@ def choose_closed_form(
         days, global_lambda, score,
     )  # fmt: skip
 
-    # 2. Each market's block, mixed with the shared one as the model starts.
-    market_lambdas: tuple[float, ...] | None = None
-    if model.market_ease_lambda is None and not model.market_ease_lambdas and model.market_ease:
-        g_weight, m_weight = INITIAL_MIX[0], INITIAL_MIX[1]
-        shared_part = [(g_weight, shared_model)] if model.global_ease else []
-        chosen = []
-        for m in every:
-            code = split.data.markets[m]
-            gram = weighted_gram(split, (m,), Cooccurrence(days, floor))
+    # 2. The markets' blocks, one lambda for all (each market's own would follow its
+    # few validation users), mixed with the shared block as the model starts.
+    market_lambda = model.market_ease_lambda
+    if market_lambda is None and not model.market_ease_lambdas and model.market_ease:
+        own_grams = [weighted_gram(split, (m,), Cooccurrence(days, floor)) for m in every]
+        shared_part = [(INITIAL_MIX[0], shared_model)] if model.global_ease else []
 
-            def market_score(lam: float, m: int = m, code: str = code, gram: Any = gram) -> float:
-                start = time.perf_counter()
-                own = Ease("own", [block((m,), lam, gram)])
-                mix = _Mix([*shared_part, (m_weight, own)])
-                ndcg = _valid_ndcg(mix, valid, (m,))
-                trials.append(_trial(code, lam, days, ndcg, start))
-                return ndcg
+        def market_score(lam: float) -> float:
+            start = time.perf_counter()
+            own = Ease("own", [block((m,), lam, own_grams[m]) for m in every])
+            ndcg = _valid_ndcg(_Mix([*shared_part, (INITIAL_MIX[1], own)]), valid, every)
+            trials.append(_trial("markets", lam, days, ndcg, start))
+            return ndcg
 
-            lam, ndcg = search_lambda(market_score)
-            log.info("closed form, %s block: lambda %g (valid NDCG@10 %.4f)", code, lam, ndcg)
-            chosen.append(lam)
-        market_lambdas = tuple(chosen)
+        market_lambda, ndcg = search_lambda(market_score)
+        log.info(
+            "closed form, markets' blocks: lambda %g (valid NDCG@10 %.4f)", market_lambda, ndcg
+        )
     seconds = time.perf_counter() - started
     log.info("closed form settings chosen on validation in %.0f s, %d fits", seconds, len(trials))
     return ClosedFormChoice(
         ease_lambda=global_lambda if model.ease_lambda is None else None,
-        market_ease_lambdas=market_lambdas,
+        market_ease_lambda=market_lambda if model.market_ease_lambda is None else None,
         cooccurrence_days=days if model.cooccurrence_days is None else None,
+        protocols=tuple(v.protocol for v in valid),
         trials=tuple(trials),
         seconds=seconds,
     )

@@ -74,6 +74,8 @@ class HybridTrainConfig:
     adapt_lr: float = 1e-3
     adapt_max_epochs: int = 5
     refit: bool = True  # then refit the closed form on every row for publishing
+    # What chooses the closed form's settings left open (training/closed_form_choice.py).
+    choice_protocols: tuple[Protocol, ...] = ("full",)
     valid_protocols: tuple[Protocol, ...] = ("market", "full")
     valid_metric: str = "ndcg@10"
     eval_protocols: tuple[Protocol, ...] = PROTOCOLS

@@ -51,8 +51,8 @@ class HybridConfig:
     # The closed form's settings; None: `cmr train` chooses them on the validation split
     # (training/closed_form_choice.py) and the run's config.json holds the choice.
     ease_lambda: float | None = None  # L2 of the shared EASE^R block
-    market_ease_lambda: float | None = None  # L2 of a market's block (markets added later)
-    market_ease_lambdas: tuple[float, ...] = ()  # per market, in market order; () all the one
+    market_ease_lambda: float | None = None  # L2 of each market's block
+    market_ease_lambdas: tuple[float, ...] = ()  # per market, in market order (given only)
     # A pair of one user's items counts floor + (1 - floor) * exp(-days apart / days) in
     # the blocks' co-occurrences (training/closed_form.py); 0 days: every pair counts 1.
     cooccurrence_days: float | None = None

@@ -1,6 +1,6 @@
 """Training the hybrid: closed form once, then the network on all markets, then each market.
 
-0. The closed form's settings the recipe leaves open (its L2 per block, the time scale
+0. The closed form's settings the recipe leaves open (its blocks' L2, the time scale
    of co-occurrence weighting) are chosen on the validation split
    (training/closed_form_choice.py); closed_form_choice.json keeps what was tried.
 1. EASE^R blocks (training/closed_form.py): the served ones from every training
@@ -278,7 +278,9 @@ def train_hybrid(
         model_settings = warm.model_settings(model_settings, markets=data.markets)
     model_cfg = HybridConfig(n_items=data.items.size, n_markets=len(data.markets), **model_settings)
     name = hybrid_name(model_cfg, cfg)
-    valid = [build_eval_set(split, p, "valid", seed=cfg.seed) for p in cfg.valid_protocols]
+    protocols = dict.fromkeys((*cfg.valid_protocols, *cfg.choice_protocols))
+    valid_sets = {p: build_eval_set(split, p, "valid", seed=cfg.seed) for p in protocols}
+    valid = [valid_sets[p] for p in cfg.valid_protocols]  # for early stopping
     choice = None
     if left_to_choose(model_cfg):
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -286,7 +288,8 @@ def train_hybrid(
         if choice_path.is_file():
             choice = ClosedFormChoice.load(choice_path)
         else:
-            choice = choose_closed_form(split, model_cfg, valid)
+            chooser = [valid_sets[p] for p in cfg.choice_protocols]
+            choice = choose_closed_form(split, model_cfg, chooser)
             choice.save(choice_path)
     model_cfg = resolved(model_cfg, choice)
     write_config(

@@ -49,7 +49,7 @@ def test_choice_beats_every_lambda_of_the_baselines_grid(synth_split: Split) -> 
     model = _config(synth_split, market_ease=False, cooccurrence_days=0.0)
     choice = choose_closed_form(synth_split, model, valid)
     assert choice.cooccurrence_days is None  # given, so not chosen
-    assert choice.market_ease_lambdas is None  # no market blocks
+    assert choice.market_ease_lambda is None  # no market blocks
     assert choice.ease_lambda is not None
     every = tuple(range(len(synth_split.data.markets)))
     items, gram = gram_matrix(synth_split, every)
@@ -73,17 +73,20 @@ def test_settings_given_are_kept_and_the_rest_chosen(synth_split: Split) -> None
     choice = choose_closed_form(synth_split, model, valid)
     assert choice.ease_lambda is None
     assert {t.lam for t in choice.trials if t.block == "shared"} == {33.0}
-    assert choice.cooccurrence_days in (0.0, 7.0, 30.0, 120.0)  # the data has dates
-    codes = synth_split.data.markets
-    assert choice.market_ease_lambdas is not None and len(choice.market_ease_lambdas) == 3
-    assert {t.block for t in choice.trials} == {"shared", *codes}
+    assert choice.cooccurrence_days in (0.0, 7.0, 30.0)  # the data has dates
+    assert {t.days for t in choice.trials if t.block == "shared"} == {0.0, 7.0, 30.0}
+    assert {t.block for t in choice.trials} == {"shared", "markets"}
+    assert {t.days for t in choice.trials if t.block == "markets"} == {choice.cooccurrence_days}
+    assert choice.protocols == ("market",)
     final = resolved(model, choice)
     assert final.ease_lambda == 33.0
-    assert final.market_ease_lambdas == choice.market_ease_lambdas
-    assert final.market_ease_lambda == float(np.median(choice.market_ease_lambdas))
+    assert final.market_ease_lambda == choice.market_ease_lambda is not None
     assert not left_to_choose(final)
     blocks = Blocks.of(final)
-    assert [blocks.lambda_of(m) for m in range(3)] == list(choice.market_ease_lambdas)
+    assert [blocks.lambda_of(m) for m in range(3)] == [choice.market_ease_lambda] * 3
+    # A market's own lambda is kept when given, whatever the choice.
+    given = Blocks.of(replace(final, market_ease_lambdas=(1.0, 2.0, 3.0)))
+    assert [given.lambda_of(m) for m in range(3)] == [1.0, 2.0, 3.0]
 
 
 def test_data_without_dates_tries_plain_cooccurrences_only(synth_split: Split) -> None:

@@ -139,12 +139,7 @@ def test_a_hybrid_run_is_one_graph_for_every_market(
     # Its closed form's settings were chosen on validation, and it was refitted on
     # every row: the published blocks are the refit's, not the held-out run's.
     assert manifest.refitted
-    assert set(manifest.chosen) == {
-        "ease_lambda",
-        "cooccurrence_days",
-        "market_ease_lambdas",
-        "market_ease_lambda",
-    }
+    assert set(manifest.chosen) == {"ease_lambda", "cooccurrence_days", "market_ease_lambda"}
     assert isinstance(manifest.model["ease_lambda"], float)
     published = load_file(tiny_store.file("state.safetensors"))
     refit = load_file(tiny_run / "closed_form_refit.safetensors")
