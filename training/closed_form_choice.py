@@ -5,7 +5,8 @@ data: EASE^R alone wants lambda 200 under `market` and 10 under `full` on XMarke
 400 under `market` elsewhere. ``cmr train`` chooses them here, before anything is
 trained, scoring the closed form alone by validation NDCG@10 under the run's
 ``choice_protocols`` (default `full`: in the hybrid the closed form carries the
-`full` protocol and the network the `market` one, docs/results.md "Trials"):
+`full` protocol and the network the `market` one, docs/results.md "Trials"), on at
+most ``USERS_PER_MARKET`` validation users of each market:
 
 1. the shared block: each co-occurrence time scale (only "every pair counts 1" when
    the data has no dates) on lambdas 4x apart; for the best time scale, the grid is
@@ -45,6 +46,9 @@ log = logging.getLogger(__name__)
 
 CHOICE_FILE = "closed_form_choice.json"
 COARSE_LAMBDAS = (10.0, 40.0, 160.0, 640.0)
+# Validation users per market that score each fit, drawn at random from larger markets:
+# a fit's scoring then costs at most markets x this, whatever the data's size.
+USERS_PER_MARKET = 2000
 DAYS_GRID = (0.0, 7.0, 30.0)  # 0: every pair counts 1
 MIN_LAMBDA, MAX_LAMBDA = 0.5, 50_000.0
 
@@ -160,8 +164,10 @@ def _valid_ndcg(model: _Mix, valid: Sequence[EvalSet], markets: Sequence[int]) -
 def choose_closed_form(
     split: Split, model: HybridConfig, valid: Sequence[EvalSet]
 ) -> ClosedFormChoice:
-    """Choose what ``model`` leaves to validation (its None settings), on ``valid``."""
+    """Choose what ``model`` leaves to validation (its None settings), on ``valid``
+    (at most USERS_PER_MARKET users of each market)."""
     started = time.perf_counter()
+    valid = [at_most(v, USERS_PER_MARKET) for v in valid]
     trials: list[Trial] = []
     n_markets = len(split.data.markets)
     every = tuple(range(n_markets))
@@ -237,6 +243,18 @@ def choose_closed_form(
         trials=tuple(trials),
         seconds=seconds,
     )
+
+
+def at_most(valid: EvalSet, per_market: int, *, seed: int = 0) -> EvalSet:
+    """``valid`` with at most ``per_market`` users of each market, drawn at random."""
+    keep = np.zeros(len(valid), dtype=bool)
+    rng = np.random.default_rng(seed)
+    for m in range(len(valid.markets)):
+        rows = valid.market_rows(m)
+        n = rows.stop - rows.start
+        drawn = rng.choice(n, size=min(n, per_market), replace=False)
+        keep[rows.start + drawn] = True
+    return valid if keep.all() else valid.keep(keep)
 
 
 def _trial(block: str, lam: float, days: float, ndcg: float, start: float) -> Trial:

@@ -13,6 +13,7 @@ from training.baselines import Ease, EaseBlock, gram_matrix
 from training.closed_form import FALLBACK_DAYS, Blocks
 from training.closed_form_choice import (
     ClosedFormChoice,
+    at_most,
     choose_closed_form,
     left_to_choose,
     resolved,
@@ -107,3 +108,12 @@ def test_a_choice_survives_its_file_and_nothing_chosen_falls_back(
     assert ClosedFormChoice.load(tmp_path / "choice.json") == choice
     given = resolved(model, None)  # nothing chose: the fallbacks, as numbers
     assert given.cooccurrence_days == FALLBACK_DAYS and given.ease_lambda is not None
+
+
+def test_at_most_keeps_that_many_users_of_each_market(synth_split: Split) -> None:
+    valid = build_eval_set(synth_split, "market", "valid")
+    sizes = np.bincount(valid.market)
+    small = at_most(valid, 100)
+    assert np.bincount(small.market).tolist() == [min(n, 100) for n in sizes]
+    assert set(small.users) <= set(valid.users)
+    assert at_most(valid, 10_000) is valid
