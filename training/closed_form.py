@@ -22,18 +22,24 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
+from safetensors.torch import load_file, save_file
 
 from model_store.vocab import IntArray
 from training.baselines import gram_matrix
+from training.data import Interactions
 from training.hybrid import ClosedForm, HybridConfig
 from training.linalg import ensure_fits, solve_ease
-from training.split import Split
+from training.split import Split, every_row
 
 log = logging.getLogger(__name__)
+
+CLOSED_FORM_FILE = "closed_form.safetensors"  # a run's blocks, fitted on its training split
+REFIT_FILE = "closed_form_refit.safetensors"  # a run's blocks refitted on every row
 
 
 @dataclass(frozen=True)
@@ -202,3 +208,19 @@ def fold_fits(split: Split, blocks: Blocks, *, folds: int, seed: int) -> FoldFit
         seconds = time.perf_counter() - start
         log.info("closed form without fold %d of %d: %.0f s", k + 1, folds, seconds)
     return FoldFits(fold.astype(np.int64), tuple(fits))
+
+
+def refit_closed_form(path: Path, data: Interactions, blocks: Blocks) -> None:
+    """The blocks fitted on every row, held-out items included, saved to ``path``: what
+    a run publishes once its settings were chosen and its metrics measured on a split."""
+    start = time.perf_counter()
+    save_file(fit_closed_form(every_row(data), blocks).tensors(), path)
+    seconds = time.perf_counter() - start
+    log.info("closed form refitted on all %d rows (%s): %.0f s", len(data.user), path.name, seconds)
+
+
+def load_closed_form(path: Path) -> ClosedForm:
+    """The closed form a run saved (its shared block's size is counted from the index)."""
+    tensors = load_file(path)
+    size = int((tensors["global_index"] >= 0).sum())
+    return ClosedForm(**tensors, global_size=size)

@@ -39,7 +39,7 @@ from training.closed_form import Blocks, Cooccurrence, weighted_gram
 from training.evaluate import evaluate
 from training.hybrid import INITIAL_MIX, HybridConfig
 from training.linalg import solve_ease
-from training.protocols import EvalSet
+from training.protocols import EvalSet, Protocol, build_eval_set
 from training.split import Split
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,24 @@ class ClosedFormChoice:
         raw["protocols"] = tuple(raw["protocols"])
         raw["trials"] = tuple(Trial(**t) for t in raw["trials"])
         return cls(**raw)
+
+
+def choice_of_run(
+    run_dir: Path, split: Split, model: HybridConfig, *, protocols: Sequence[Protocol]
+) -> ClosedFormChoice | None:
+    """What a run chose for the settings ``model`` leaves open, on the validation sets of
+    ``protocols``: read from its folder when it chose before (a resumed run), else
+    chosen now and saved there; None when nothing is left open."""
+    if not left_to_choose(model):
+        return None
+    path = run_dir / CHOICE_FILE
+    if path.is_file():
+        return ClosedFormChoice.load(path)
+    valid = [build_eval_set(split, p, "valid", seed=split.seed) for p in protocols]
+    choice = choose_closed_form(split, model, valid)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    choice.save(path)
+    return choice
 
 
 def left_to_choose(model: HybridConfig) -> bool:

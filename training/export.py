@@ -34,10 +34,11 @@ from model_store.catalogue import Catalogue, load_catalogues, save_catalogues
 from model_store.manifest import Manifest, StoreError
 from model_store.store import ModelStore, Version, check_version_name
 from model_store.vocab import PAD, Vocabulary
+from training.closed_form import REFIT_FILE
 from training.config import named_variant
 from training.data import Interactions, load_interactions
 from training.hybrid import HybridConfig, HybridRecommender
-from training.hybrid_train import has_refit, load_hybrid
+from training.hybrid_train import load_hybrid
 from training.model import Bert4CMR, Bert4CMRConfig, Variant
 from training.runs import CATALOGUES_FILE
 from training.store_model import STATE_FILE, save_state
@@ -183,7 +184,7 @@ def load_run(run_dir: Path, variant: str | None = None, *, refitted: bool = True
     if config.get("family", "bert4cmr") == "hybrid":
         if variant not in (None, "hybrid"):
             raise ValueError(f"{run_dir} is a hybrid run: it has no {variant!r} variant")
-        refitted = refitted and has_refit(run_dir)
+        refitted = refitted and (run_dir / REFIT_FILE).is_file()
         model = load_hybrid(run_dir, config, refitted=refitted)
         every_market = dict.fromkeys(config["markets"], "model.onnx")
         return RunModels(
@@ -279,8 +280,7 @@ def export_run(
     promote: bool = True,
     refitted: bool = True,
 ) -> Version:
-    """Export every model of ``run_dir`` and publish them as one store version
-    (``refitted``: ``load_run``'s)."""
+    """Export every model of ``run_dir`` (``refitted``: ``load_run``'s) as one version."""
     run = load_run(run_dir, variant=variant, refitted=refitted)
     cfg = run.config
     variant = run.variant
@@ -310,8 +310,6 @@ def export_run(
         chosen=list(cfg.get("chosen", [])),
         refitted=run.refitted,
     )
-    if run.refitted:
-        log.info("%s: publishing the closed form refitted on every row", run_dir)
     return publish_version(
         store,
         manifest=manifest,

@@ -1,8 +1,7 @@
 """Training the hybrid: closed form once, then the network on all markets, then each market.
 
-0. The closed form's settings the recipe leaves open (its blocks' L2, the time scale
-   of co-occurrence weighting) are chosen on the validation split
-   (training/closed_form_choice.py); closed_form_choice.json keeps what was tried.
+0. The closed form's settings the recipe leaves open are chosen on the validation
+   split (training/closed_form_choice.py; closed_form_choice.json).
 1. EASE^R blocks (training/closed_form.py): the served ones from every training
    user, and out-of-fold ones that give training users their closed-form scores.
 2. Pre-training on every market: each epoch hides a random ``mask_rate`` of each
@@ -11,10 +10,8 @@
    included.
 3. Adaptation, per market: only that market's own rows (mix and item-bias deltas,
    market vector) go on learning, on the market alone; the rest is frozen.
-
 4. With ``refit`` (the default), once the run is evaluated, the closed form is fitted
-   again on every row, held-out items included: closed_form_refit.safetensors, what
-   `cmr export` publishes (the network is the held-out run's).
+   again on every row: closed_form_refit.safetensors, what `cmr export` publishes.
 
 Both stages stop early on the validation metric of their markets (mean of
 ``valid_metric`` over ``valid_protocols``) and keep their best weights. Its settings
@@ -40,16 +37,19 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from training.closed_form import Blocks, FoldFits, fit_closed_form, fold_fits
-from training.closed_form_choice import (
-    CHOICE_FILE,
-    ClosedFormChoice,
-    choose_closed_form,
-    left_to_choose,
-    resolved,
+from training.closed_form import (
+    CLOSED_FORM_FILE,
+    REFIT_FILE,
+    Blocks,
+    FoldFits,
+    fit_closed_form,
+    fold_fits,
+    load_closed_form,
+    refit_closed_form,
 )
+from training.closed_form_choice import choice_of_run, resolved
 from training.config import HybridTrainConfig
-from training.data import Interactions, load_interactions
+from training.data import load_interactions
 from training.distributed import ONE, Ranks, launch
 from training.evaluate import Result, evaluate
 from training.hybrid import ClosedForm, HybridConfig, HybridRecommender
@@ -58,15 +58,13 @@ from training.hybrid_examples import UserSets
 from training.predict import HybridScorer
 from training.protocols import EvalSet, build_eval_set
 from training.runs import LOG_FILE, StageState, finish_run, start_run, write_config
-from training.split import every_row, make_split
+from training.split import make_split
 from training.store_model import WarmStart, copy_learned
 
 log = logging.getLogger(__name__)
 
 # Per-market parameter rows: what adaptation trains, and what a market stage saves.
 MARKET_ROWS = ("market_vectors", "market_bias", "market_mix")
-CLOSED_FORM_FILE = "closed_form.safetensors"
-REFIT_FILE = "closed_form_refit.safetensors"  # fitted on every row: what is published
 
 
 def run_hybrid_stage(
@@ -201,13 +199,6 @@ def hybrid_name(model: HybridConfig, cfg: HybridTrainConfig) -> str:
     return "-".join(parts)
 
 
-def load_closed_form(path: Path) -> ClosedForm:
-    """The closed form a run saved (its shared block's size is counted from the index)."""
-    tensors = load_file(path)
-    size = int((tensors["global_index"] >= 0).sum())
-    return ClosedForm(**tensors, global_size=size)
-
-
 @dataclass(frozen=True, kw_only=True)
 class _Stages:
     """Everything the stages train from, fitted once; what each rank is sent."""
@@ -278,19 +269,7 @@ def train_hybrid(
         model_settings = warm.model_settings(model_settings, markets=data.markets)
     model_cfg = HybridConfig(n_items=data.items.size, n_markets=len(data.markets), **model_settings)
     name = hybrid_name(model_cfg, cfg)
-    protocols = dict.fromkeys((*cfg.valid_protocols, *cfg.choice_protocols))
-    valid_sets = {p: build_eval_set(split, p, "valid", seed=cfg.seed) for p in protocols}
-    valid = [valid_sets[p] for p in cfg.valid_protocols]  # for early stopping
-    choice = None
-    if left_to_choose(model_cfg):
-        run_dir.mkdir(parents=True, exist_ok=True)
-        choice_path = run_dir / CHOICE_FILE
-        if choice_path.is_file():
-            choice = ClosedFormChoice.load(choice_path)
-        else:
-            chooser = [valid_sets[p] for p in cfg.choice_protocols]
-            choice = choose_closed_form(split, model_cfg, chooser)
-            choice.save(choice_path)
+    choice = choice_of_run(run_dir, split, model_cfg, protocols=cfg.choice_protocols)
     model_cfg = resolved(model_cfg, choice)
     write_config(
         run_dir,
@@ -315,6 +294,7 @@ def train_hybrid(
     log.info("closed form fitted: %.0f s", time.perf_counter() - started)
     folds = fold_fits(split, blocks, folds=cfg.folds, seed=cfg.seed)
     sets = UserSets.build(split, fold=folds.fold, max_history=model_cfg.max_history)
+    valid = [build_eval_set(split, p, "valid", seed=cfg.seed) for p in cfg.valid_protocols]
     model = HybridRecommender(model_cfg, closed)
     if warm is not None:
         carried = copy_learned(model, warm.stored, markets=data.markets)
@@ -344,27 +324,15 @@ def train_hybrid(
     )
     results = finish_run(run_dir, HybridScorer(name, model), split=split, cfg=cfg, stages=stages)
     if cfg.refit:
-        refit_closed_form(run_dir, data, blocks)
+        refit_closed_form(run_dir / REFIT_FILE, data, blocks)
     return results
-
-
-def refit_closed_form(run_dir: Path, data: Interactions, blocks: Blocks) -> None:
-    """The closed form on every row, held-out items included, for the published model:
-    the run's metrics are the held-out model's, and `cmr export` publishes this one."""
-    start = time.perf_counter()
-    refit = fit_closed_form(every_row(data), blocks)
-    save_file(refit.tensors(), run_dir / REFIT_FILE)
-    log.info(
-        "closed form refitted on all %d rows for publishing (%s): %.0f s",
-        len(data.user), REFIT_FILE, time.perf_counter() - start,
-    )  # fmt: skip
 
 
 def load_hybrid(
     run_dir: Path, config: dict[str, Any], *, refitted: bool = False
 ) -> HybridRecommender:
     """A finished hybrid run's model: closed form, pre-trained weights, each market's row.
-    ``refitted``: with the closed form refitted on every row (``has_refit``)."""
+    ``refitted``: with the closed form refitted on every row (closed_form.REFIT_FILE)."""
     model_cfg = HybridConfig(**config["model"])
     closed_file = REFIT_FILE if refitted else CLOSED_FORM_FILE
     model = HybridRecommender(model_cfg, load_closed_form(run_dir / closed_file))
@@ -379,8 +347,3 @@ def load_hybrid(
             for name, value in (load_file(own) if own.is_file() else {}).items():
                 model.get_parameter(name)[m] = value
     return model.eval()
-
-
-def has_refit(run_dir: Path) -> bool:
-    """Whether the run refitted its closed form on every row (``refit``, the default)."""
-    return (run_dir / REFIT_FILE).is_file()

@@ -24,6 +24,7 @@ from typing import Any
 from safetensors.torch import save_file
 
 from model_store.catalogue import save_catalogues
+from training.closed_form import CLOSED_FORM_FILE
 from training.evaluate import Result
 from training.federated.apps import Outcome
 from training.federated.assemble import assemble
@@ -31,7 +32,6 @@ from training.federated.config import FederatedConfig
 from training.federated.shared import SharedInfo
 from training.federated.wire import Traffic
 from training.hybrid import HybridConfig
-from training.hybrid_train import CLOSED_FORM_FILE
 from training.report import write_json
 from training.runs import CATALOGUES_FILE, write_config
 
