@@ -38,19 +38,23 @@ def newest_dropped(log: MarketLog, fraction: float) -> MarketLog:
 
 
 def each_users_newest_dropped(log: MarketLog) -> MarketLog:
-    """``log`` without each user's newest row, for users with at least MIN_INTERACTIONS
-    rows: the items a temporal split of the whole log tests on (ties in time: the
-    later row in the file is the newer)."""
+    """``log`` without each user's newest item, for users with at least MIN_INTERACTIONS
+    items: the items a temporal split of the whole log tests on. As loading does, a
+    repeated purchase counts at its first time (ties: the earlier row in the file), so
+    every row of the dropped (user, item) goes, repeats included."""
     if not log.has_time:
         raise ValueError(f"{log.path}: no timestamps, so users have no newest rows to drop")
     n = len(log.users)
     users = np.unique(np.asarray(log.users, dtype=object), return_inverse=True)[1]
+    items = np.unique(np.asarray(log.items, dtype=object), return_inverse=True)[1]
     order = np.lexsort((np.arange(n), log.times, users))  # per user, oldest first
-    counts = np.bincount(users)
-    last = np.cumsum(counts) - 1  # each user's newest row, in ``order``
-    keep = np.ones(n, dtype=bool)
-    keep[order[last[counts >= MIN_INTERACTIONS]]] = False
-    return _rows(log, np.flatnonzero(keep))
+    pair = users * (items.max() + 1) + items
+    _, first_at = np.unique(pair[order], return_index=True)  # each pair's first row
+    firsts = order[np.sort(first_at)]  # still per user, oldest first
+    counts = np.bincount(users[firsts], minlength=users.max() + 1)
+    newest = firsts[np.cumsum(counts)[counts > 0] - 1]  # each user's newest first purchase
+    newest = newest[counts[users[newest]] >= MIN_INTERACTIONS]
+    return _rows(log, np.flatnonzero(~np.isin(pair, pair[newest])))
 
 
 def _rows(log: MarketLog, rows: IntArray) -> MarketLog:

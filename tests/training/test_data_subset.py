@@ -43,3 +43,18 @@ def test_a_log_without_dates_has_no_newest_rows(tmp_path: Path) -> None:
     (data / "aa.tsv").write_text("user\titem\nu1\ti1\nu1\ti2\nu1\ti3\n")
     with pytest.raises(ValueError, match="no timestamps"):
         write_subset(data, tmp_path / "rest", drop_user_newest=True)
+
+
+def test_a_repeat_purchase_counts_at_its_first_time(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = ["user\titem\ttimestamp", "u1\ti1\t100", "u1\ti2\t200", "u1\ti3\t300",
+            "u1\ti1\t400", "u1\ti3\t500", "u2\ti1\t100", "u2\ti2\t200"]  # fmt: skip
+    (data / "aa.tsv").write_text("\n".join(rows) + "\n")
+    write_subset(data, tmp_path / "rest", drop_user_newest=True)
+    kept = (tmp_path / "rest" / "aa.tsv").read_text().splitlines()[1:]
+    # u1's items by first purchase: i1, i2, i3, so i3 goes, its repeat too; u2 has two.
+    assert kept == ["u1\ti1\t100", "u1\ti2\t200", "u1\ti1\t400", "u2\ti1\t100", "u2\ti2\t200"]
+    whole, rest = load_interactions(data), load_interactions(tmp_path / "rest")
+    test = make_split(whole, "temporal", 0).test
+    assert _rows(rest) == _rows(whole) - {("aa", "u1", whole.items.ids[test[0] - 1])}
