@@ -107,11 +107,13 @@ def tiny_bert4cmr_run(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory)
 
 @pytest.fixture(scope="session")
 def tiny_store(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Version:
-    """``tiny_run`` exported and published as the current version of a fresh store."""
+    """``tiny_run`` exported and published as the current version of a fresh store, with
+    the closed form it was evaluated with (not the refit: the store then scores as the
+    run did; tests/training/test_export.py publishes the refit)."""
     from training.export import export_run
 
     store = ModelStore(tmp_path_factory.mktemp("store"))
-    return export_run(tiny_run, store, version="tiny-1")
+    return export_run(tiny_run, store, version="tiny-1", refitted=False)
 
 
 ONBOARD_RESULTS = "onboard.json"

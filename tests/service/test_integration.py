@@ -141,7 +141,7 @@ async def test_recommendations_rank_as_the_torch_model(
     # Seen items are dropped; the rest ranked as the trained torch model ranks them.
     unseen = [c for c in candidates if c not in history]
     vocab = _vocab(store)
-    model = load_run(tiny_run).graphs["model.onnx"]
+    model = load_run(tiny_run, refitted=False).graphs["model.onnx"]
     inputs = {
         "history": vocab.lookup(history)[None, :],
         "candidates": vocab.lookup(unseen)[None, :],
@@ -178,7 +178,7 @@ async def test_three_markets_share_one_onnxruntime_call(
     await scorer.stop()
     assert len(calls) == 1  # the three markets in one call
     assert sorted(calls[0]["market"].tolist()) == [0, 1, 2]
-    model = load_run(tiny_run).graphs["model.onnx"]
+    model = load_run(tiny_run, refitted=False).graphs["model.onnx"]
     for (market, history, candidates), scores in zip(requests, results, strict=True):
         inputs = {
             "history": history[None, :],

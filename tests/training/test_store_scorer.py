@@ -48,7 +48,7 @@ def test_the_store_scores_as_the_trained_torch_model(
     tiny_run: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    model = load_run(tiny_run).graphs["model.onnx"]
+    model = load_run(tiny_run, refitted=False).graphs["model.onnx"]
     assert isinstance(model, HybridRecommender)
     torch_scorer = HybridScorer("torch", model)
     batches = list(market_set.batches(128))
