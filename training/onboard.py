@@ -100,8 +100,8 @@ def onboard_market(
     data = replace(alone, markets=(*stored.markets, code), user_market=alone.user_market + m)
     split = make_split(data, cfg.split_scheme, cfg.seed)
     model_cfg = replace(stored.model.config, n_items=data.items.size, n_markets=m + 1)
-    # The shared block is the version's; the new market's block takes the version's L2
-    # for markets without a choice of their own.
+    # The shared block is the version's; the new market's block takes the L2 of the
+    # version's markets (market_ease_lambda), not one of a market's own.
     own = replace(Blocks.of(model_cfg, global_ease=False), market_lambdas=())
     base = stored.model.closed_form
     closed = with_market(base, fit_closed_form(split, own), market=m)
