@@ -323,7 +323,7 @@ def train_hybrid(
         time.perf_counter() - started,
     )
     results = finish_run(run_dir, HybridScorer(name, model), split=split, cfg=cfg, stages=stages)
-    if cfg.refit:
+    if cfg.refit and not (run_dir / REFIT_FILE).is_file():  # a resumed run has it
         refit_closed_form(run_dir / REFIT_FILE, data, blocks)
     return results
 

@@ -68,6 +68,8 @@ def test_cmr_train_of_the_hybrid_learns_the_planted_structure(
         assert model.get_parameter(name)[model.shared_row].abs().sum() == 0
     # A finished run resumes to the same result without training again.
     before = json.loads((run / "metrics/market-test.json").read_text())
+    refit_written = (run / "closed_form_refit.safetensors").stat().st_mtime_ns
     again = CliRunner().invoke(app, train_args(synth_dir, run))
     assert again.exit_code == 0, again.output
     assert json.loads((run / "metrics/market-test.json").read_text())["mean"] == before["mean"]
+    assert (run / "closed_form_refit.safetensors").stat().st_mtime_ns == refit_written
