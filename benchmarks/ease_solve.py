@@ -8,7 +8,7 @@ every routine solves it in a process of its own (a crash is reported, not fatal)
   (OPENBLAS_NUM_THREADS=1);
 - ``torch-f32``: training/linalg.py's solve (torch's LAPACK, float32), the one in use.
 Then, with ``--data``, EASE^R over every market of that data set (seed 0's split)
-at each of ``--lambdas``, float64 (the old routine) against float32 (the one in use):
+at each of ``--lambdas``, a float64 inverse (numpy's) against float32 (the one in use):
 validation NDCG@10 and MRR under ``market`` and ``full``, and the largest weight
 difference relative to the largest weight.
 

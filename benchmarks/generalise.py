@@ -184,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="A recipe setting for every run (as `cmr train --set`).",
     )
     parser.add_argument("--markdown", type=Path, help="Also write the table here.")
-    args = parser.parse_args(argv)  # fmt: skip
+    args = parser.parse_args(argv)
     sets = suite(args.xmarket)
     names = [n.strip() for n in args.suite.split(",") if n.strip()]
     unknown = set(names) - set(sets)

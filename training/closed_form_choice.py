@@ -57,7 +57,7 @@ MIN_LAMBDA, MAX_LAMBDA = 0.5, 50_000.0
 class Trial:
     """One fit scored on validation."""
 
-    block: str  # "shared" or a market code
+    block: str  # "shared", or "markets" (every market's block at one lambda)
     lam: float
     days: float
     valid: float  # mean NDCG@10 over the validation protocols
