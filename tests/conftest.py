@@ -74,6 +74,7 @@ TINY = [
     "batch_size=64",
     "folds=3",
     "max_epochs=8",
+    "patience_steps=20",
     "adapt_max_epochs=3",
     'eval_protocols=["market", "full"]',
 ]

@@ -67,8 +67,12 @@ class HybridTrainConfig:
     mask_rate: float = 0.3  # share of each user's items hidden and predicted, per epoch
     loss: Literal["softmax", "bce"] = "softmax"  # bce: `negatives` sampled per hidden item
     negatives: int = 4
+    # Pre-training also tries these rates and keeps one only where it is better under
+    # every validation protocol (training/hybrid_stage.py); () trains at ``lr`` alone.
+    lr_candidates: tuple[float, ...] = (3e-3,)
     max_epochs: int = 30
-    patience: int = 2
+    patience: int = 2  # epochs without a better validation metric, and at least:
+    patience_steps: int = 150  # optimiser steps (small data sets have few an epoch)
     folds: int = 5  # training users' closed-form scores come from fits without their fold
     adapt: bool = True  # then train each market's own parameter row on that market
     adapt_lr: float = 1e-3

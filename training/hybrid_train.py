@@ -24,16 +24,12 @@ stage.json), metrics/, train.log, curves.png, summary.json.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -51,10 +47,10 @@ from training.closed_form_choice import choice_of_run, resolved
 from training.config import HybridTrainConfig
 from training.data import load_interactions
 from training.distributed import ONE, Ranks, launch
-from training.evaluate import Result, evaluate
+from training.evaluate import Result
 from training.hybrid import ClosedForm, HybridConfig, HybridRecommender
-from training.hybrid_epoch import EpochData, HybridStep, train_epoch
 from training.hybrid_examples import UserSets
+from training.hybrid_stage import PRETRAINED, learned, pretrain, run_hybrid_stage
 from training.predict import HybridScorer
 from training.protocols import EvalSet, build_eval_set
 from training.runs import LOG_FILE, StageState, finish_run, start_run, write_config
@@ -62,130 +58,6 @@ from training.split import make_split
 from training.store_model import WarmStart, copy_learned
 
 log = logging.getLogger(__name__)
-
-# Per-market parameter rows: what adaptation trains, and what a market stage saves.
-MARKET_ROWS = ("market_vectors", "market_bias", "market_mix")
-
-
-def run_hybrid_stage(
-    name: str,
-    model: HybridRecommender,
-    *,
-    sets: UserSets,
-    folds: FoldFits,
-    markets: Sequence[int],
-    valid: Sequence[EvalSet],
-    cfg: HybridTrainConfig,
-    stage_dir: Path,
-    shared: bool,
-    keep_start: bool = False,
-    ranks: Ranks = ONE,
-) -> StageState:
-    """Train on the users of ``markets`` until the validation metric stops improving.
-
-    ``shared``: every parameter learns (pre-training); otherwise (adaptation, one
-    market) only that market's own rows. ``keep_start``: the weights it starts from
-    are validated first and kept unless an epoch does better (always so in adaptation).
-    ``ranks``: this process's share of the training (training/hybrid_epoch.py); rank 0
-    validates, decides when to stop and writes the stage's files.
-    """
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    weights_file = stage_dir / "best.safetensors"
-    state_file = stage_dir / "stage.json"
-    # Every rank reads the same answer: rank 0 writes this file at the stage's end,
-    # after collectives that every rank joins only once past this check.
-    if state_file.exists() and json.loads(state_file.read_text()).get("done"):
-        _load_stage(model, weights_file, markets=markets, shared=shared)
-        log.info("%s: trained already, weights loaded", name)
-        return StageState(**json.loads(state_file.read_text()))
-    trainable = list(model.parameters()) if shared else [getattr(model, n) for n in MARKET_ROWS]
-    for p in model.parameters():
-        p.requires_grad_(any(p is t for t in trainable))
-    ranks.copy_from_main(model)  # DDP starts from equal weights; it does not sync them
-    step = ranks.wrap(HybridStep(model), find_unused=not model.config.neural)
-    opt = torch.optim.Adam(trainable, lr=cfg.lr if shared else cfg.adapt_lr)
-    rng = np.random.default_rng([cfg.seed, *markets])
-    torch_rng = torch.Generator().manual_seed(int(rng.integers(1 << 62)))
-    data = EpochData.build(sets, folds, markets=markets, split=valid[0].split)
-    max_epochs = cfg.max_epochs if shared else cfg.adapt_max_epochs
-    scorer = HybridScorer(name, model)
-
-    def validate() -> tuple[list[float], float]:
-        scores = [evaluate(scorer, v, markets=markets).mean[cfg.valid_metric] for v in valid]
-        return scores, float(np.mean(scores))
-
-    state = StageState()
-    if ranks.main and (keep_start or not shared):  # keep the start unless it does better
-        _, state.best = validate()
-        state.best_epoch = 0
-        log.info("%s epoch 0 (the start): valid %s = %.4f", name, cfg.valid_metric, state.best)
-        _save_stage(model, weights_file, markets=markets, shared=shared)
-    while not state.done:
-        model.train()
-        start = time.perf_counter()
-        loss = train_epoch(
-            step, opt, data=data, cfg=cfg, rng=rng, torch_rng=torch_rng, ranks=ranks,
-            desc=f"{name} epoch {state.epoch + 1}",
-        )  # fmt: skip
-        train_seconds = time.perf_counter() - start
-        if ranks.main:
-            scores, metric = validate()
-            point = {
-                "loss": loss,
-                cfg.valid_metric: metric,
-                "users_per_s": len(data.rows) / train_seconds,
-                "train_s": train_seconds,
-                "valid_s": time.perf_counter() - start - train_seconds,
-            }
-            if state.end_epoch(point, metric, patience=cfg.patience, max_epochs=max_epochs):
-                _save_stage(model, weights_file, markets=markets, shared=shared)
-            log.info(
-                "%s epoch %d: loss %.4f, valid %s %s = %.4f (best %.4f at %d), %.0f s",
-                name,
-                state.epoch,
-                loss,
-                cfg.valid_metric,
-                " / ".join(f"{v.protocol} {s:.4f}" for v, s in zip(valid, scores, strict=True)),
-                metric,
-                state.best,
-                state.best_epoch,
-                time.perf_counter() - start,
-            )
-        state = ranks.from_main(state)  # rank 0 decides whether to go on
-    if ranks.main:
-        _load_stage(model, weights_file, markets=markets, shared=shared)
-        state_file.write_text(json.dumps(dataclasses.asdict(state), indent=1))
-    ranks.copy_from_main(model)
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return state
-
-
-def _learned(model: HybridRecommender) -> dict[str, torch.Tensor]:
-    """The trained weights; the closed-form buffers are saved once, per run."""
-    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters()}
-
-
-def _save_stage(
-    model: HybridRecommender, path: Path, *, markets: Sequence[int], shared: bool
-) -> None:
-    weights = _learned(model)
-    if not shared:  # a market stage owns its row only
-        weights = {n: weights[n][markets[0]].contiguous() for n in MARKET_ROWS}
-    save_file(weights, path)
-
-
-def _load_stage(
-    model: HybridRecommender, path: Path, *, markets: Sequence[int], shared: bool
-) -> None:
-    saved = load_file(path)
-    with torch.no_grad():
-        for name, value in saved.items():
-            target = model.get_parameter(name)
-            if shared:
-                target.copy_(value)
-            else:
-                target[markets[0]] = value
 
 
 def hybrid_name(model: HybridConfig, cfg: HybridTrainConfig) -> str:
@@ -223,8 +95,8 @@ def _train_stages(
     stage |= {"cfg": work.cfg, "ranks": ranks}
     every = list(range(len(work.markets)))
     stages: dict[str, StageState] = {}
-    stages["pretrain"] = run_hybrid_stage(
-        "pretrain", model, markets=every, stage_dir=work.run_dir / "pretrained", shared=True,
+    stages["pretrain"] = pretrain(
+        model, start=work.learned, run_dir=work.run_dir, markets=every,
         keep_start=work.keep_start, **stage,
     )  # fmt: skip
     for m, code in enumerate(work.markets if work.cfg.adapt else ()):
@@ -307,7 +179,7 @@ def train_hybrid(
         )
     work = _Stages(
         run_dir=run_dir, markets=data.markets, model_cfg=model_cfg, closed=closed,
-        learned=_learned(model), sets=sets, folds=folds, valid=valid, cfg=cfg,
+        learned=learned(model), sets=sets, folds=folds, valid=valid, cfg=cfg,
         keep_start=warm is not None,
     )  # fmt: skip
     if nproc > 1:  # the ranks train every stage; below, each is then loaded from its folder
@@ -336,7 +208,7 @@ def load_hybrid(
     model_cfg = HybridConfig(**config["model"])
     closed_file = REFIT_FILE if refitted else CLOSED_FORM_FILE
     model = HybridRecommender(model_cfg, load_closed_form(run_dir / closed_file))
-    weights = run_dir / "pretrained" / "best.safetensors"
+    weights = run_dir / PRETRAINED / "best.safetensors"
     if not weights.is_file():
         raise FileNotFoundError(f"{run_dir}: no pre-trained weights (unfinished?)")
     with torch.no_grad():

@@ -36,7 +36,7 @@ from training.evaluate import Result, evaluate
 from training.export import market_catalogues, publish_version
 from training.hybrid import ClosedForm, HybridRecommender
 from training.hybrid_examples import UserSets
-from training.hybrid_train import run_hybrid_stage
+from training.hybrid_stage import run_hybrid_stage
 from training.market_files import MarketLog
 from training.predict import HybridScorer
 from training.protocols import build_eval_set

@@ -50,6 +50,7 @@ class StageState:
     stale: int = 0  # epochs since the best
     curve: list[dict[str, float]] = field(default_factory=list)
     done: bool = False
+    lr: float | None = None  # the stage's learning rate
 
     def end_epoch(
         self, point: dict[str, float], metric: float, *, patience: int, max_epochs: int
@@ -168,6 +169,7 @@ def finish_run(
             "epochs": s.epoch,
             "best_epoch": s.best_epoch,
             "best": s.best,
+            **({"lr": s.lr} if s.lr is not None else {}),
             "seconds": sum(p["train_s"] + p["valid_s"] for p in s.curve),
             **{
                 key: float(np.mean([p.get(key, np.nan) for p in s.curve]))

@@ -1,5 +1,5 @@
-"""Training the hybrid: `cmr train` end to end on planted structure, adaptation touching
-one market only, and resuming a finished run."""
+"""Training the hybrid: `cmr train` end to end on planted structure, pre-training's
+learning rate chosen, adaptation touching one market only, and resuming a finished run."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from cmr.cli import app
 from tests.conftest import train_args
 from training.baselines import Popularity
 from training.evaluate import evaluate
-from training.hybrid_train import MARKET_ROWS, load_hybrid
+from training.hybrid_stage import MARKET_ROWS
+from training.hybrid_train import load_hybrid
 from training.protocols import build_eval_set
 from training.split import Split
 
@@ -48,6 +49,14 @@ def test_cmr_train_of_the_hybrid_learns_the_planted_structure(
         assert hybrid["mean"]["ndcg@10"] > popularity.mean["ndcg@10"] + 0.1, protocol
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary) == {"pretrain", "aa", "bb", "cc"}
+    # Pre-training ran at the recipe's rate and at the default candidate (3e-3), each from
+    # the same start; pretrained/ is the chosen one's stage.
+    trials = {p.name: p for p in (run / "pretrain-trials").iterdir()}
+    assert set(trials) == {"lr-0.01", "lr-0.003"}
+    chosen = trials[f"lr-{summary['pretrain']['lr']:g}"]
+    assert (run / "pretrained/best.safetensors").read_bytes() == (
+        chosen / "best.safetensors"
+    ).read_bytes()
     # Adaptation changed each market's own rows and nothing else.
     model = load_hybrid(run, json.loads((run / "config.json").read_text()))
     pretrained = load_file(run / "pretrained/best.safetensors")

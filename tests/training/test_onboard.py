@@ -17,7 +17,7 @@ from model_store.store import ModelStore, Version
 from model_store.vocab import Vocabulary
 from tests.conftest import ONBOARD_RESULTS
 from training.export import random_inputs, torch_scores
-from training.hybrid_train import MARKET_ROWS
+from training.hybrid_stage import MARKET_ROWS
 from training.store_model import load_stored_hybrid
 
 

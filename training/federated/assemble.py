@@ -13,7 +13,7 @@ import torch
 
 from training.federated.wire import load_weights
 from training.hybrid import ClosedForm, HybridConfig, HybridRecommender
-from training.hybrid_train import MARKET_ROWS
+from training.hybrid_stage import MARKET_ROWS
 
 
 def assemble(

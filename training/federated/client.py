@@ -31,7 +31,7 @@ from training.federated.wire import load_weights, shared_names, shared_weights
 from training.hybrid import HybridConfig, HybridRecommender
 from training.hybrid_epoch import EpochData, HybridStep, batch_loss
 from training.hybrid_examples import UserSets, catalogue_mask, user_batches
-from training.hybrid_train import MARKET_ROWS, run_hybrid_stage
+from training.hybrid_stage import MARKET_ROWS, run_hybrid_stage
 from training.item_walks import WalkSettings
 from training.predict import HybridScorer
 from training.protocols import EvalSet, build_eval_set

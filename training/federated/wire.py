@@ -25,7 +25,7 @@ import torch
 from flwr.app import ConfigRecord, Message
 
 from training.hybrid import HybridRecommender
-from training.hybrid_train import MARKET_ROWS
+from training.hybrid_stage import MARKET_ROWS
 
 ARRAYS = "arrays"  # the record keys Flower's strategies use
 CONFIG = "config"

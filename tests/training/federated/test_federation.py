@@ -20,7 +20,8 @@ from training.evaluate import Result, evaluate
 from training.export import export_run, market_catalogues
 from training.federated.planted import FED, MODEL, SYNTH, TRAIN
 from training.federated.run import federate
-from training.hybrid_train import MARKET_ROWS, load_hybrid
+from training.hybrid_stage import MARKET_ROWS
+from training.hybrid_train import load_hybrid
 from training.predict import HybridScorer
 from training.protocols import build_eval_set
 from training.split import make_split
