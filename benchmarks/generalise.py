@@ -6,6 +6,10 @@ The suite (``--suite``, comma-separated; default all but the slow ones named in 
 - ``xmarket``: ../shared/data/xmarket-electronics as is;
 - ``xmarket-no-dates``: the same rows with the date column removed (plain
   co-occurrences only, as many users' logs are);
+- ``xmarket-lmo`` (leave markets out): XMarket's jp, mx and uk, trained with what the
+  recipe chose (the closed form's settings, pre-training's learning rate) in a run on
+  the four other markets (ca, de, fr, in) with the same seed: do choices made on one
+  set of markets hold on others?
 - ``synth-*``: synthetic markets of several shapes (training/synth.py: Zipf
   popularity, topics shared by every market, each market its own taste and share of
   the catalogue), written with the data seed 0 whatever the training seed.
@@ -27,6 +31,7 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -65,7 +70,9 @@ SYNTH: dict[str, dict[str, Any]] = {
     "synth-loose": dict(markets=("aa", "bb", "cc"), users=(4000, 2000, 800), items=1500,
                         topics=30, topic_focus=0.5, mean_extra_history=8.0),
 }  # fmt: skip
-SLOW = ("xmarket", "xmarket-no-dates")  # about 8 minutes a seed on 2 cores each
+SLOW = ("xmarket", "xmarket-no-dates", "xmarket-lmo")  # 8-20 minutes a seed on 2 cores
+# Leave-markets-out: the markets that choose, and those the choice is tested on.
+CHOOSING, TESTED = ("ca", "de", "fr", "in"), ("jp", "mx", "uk")
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,8 @@ class DataSet:
     name: str
     write: Callable[[Path], None] | None  # None: used where it is (``source``)
     source: Path | None = None
+    # Leave-markets-out: the recipe's choices come from a run on these other markets.
+    choose_on: Callable[[Path], None] | None = None
 
 
 def without_dates(source: Path) -> Callable[[Path], None]:
@@ -90,10 +99,24 @@ def without_dates(source: Path) -> Callable[[Path], None]:
     return write
 
 
+def markets_of(source: Path, codes: Sequence[str]) -> Callable[[Path], None]:
+    """Those markets' files of ``source``, as they are."""
+
+    def write(dest: Path) -> None:
+        dest.mkdir(parents=True, exist_ok=True)
+        for code in codes:
+            shutil.copy(source / f"{code}_5core.txt", dest)
+
+    return write
+
+
 def suite(xmarket: Path) -> dict[str, DataSet]:
     sets = {
         "xmarket": DataSet("xmarket", None, xmarket),
         "xmarket-no-dates": DataSet("xmarket-no-dates", without_dates(xmarket)),
+        "xmarket-lmo": DataSet(
+            "xmarket-lmo", markets_of(xmarket, TESTED), choose_on=markets_of(xmarket, CHOOSING)
+        ),
     }
     sets |= {name: DataSet(name, _synth(**shape)) for name, shape in SYNTH.items()}
     return sets
@@ -108,9 +131,35 @@ def _run(command: list[str], log_file: Path) -> None:
     print(f"  {time.perf_counter() - start:.0f} s: {' '.join(command[2:5])}", file=sys.stderr)
 
 
-def run_one(data: Path, out: Path, *, seed: int, settings: Sequence[str]) -> list[dict[str, Any]]:
-    """The recipe and the baselines on one data set and seed -> their test results."""
+def chosen_on(data: Path, run: Path, *, seed: int, settings: Sequence[str]) -> list[str]:
+    """What the recipe chooses on ``data``'s validation split (a run without test
+    evaluation or refit), as settings that fix it: the closed form's and the learning rate."""
+    if not (run / "summary.json").is_file():
+        command = [*CMR, "train", "--data", str(data), "--out", str(run), "--set", f"seed={seed}"]
+        command += ["--set", 'eval_splits=["valid"]', "--set", "refit=false"]
+        for setting in settings:
+            command += ["--set", setting]
+        run.parent.mkdir(parents=True, exist_ok=True)
+        _run(command, run.parent / f"{run.name}.log")
+    choice = run / "closed_form_choice.json"
+    chosen = json.loads(choice.read_text())["chosen"] if choice.is_file() else {}
+    lr = json.loads((run / "summary.json").read_text())["pretrain"]["lr"]
+    return [f"{name}={value}" for name, value in chosen.items()] + [
+        f"lr={lr}",
+        "lr_candidates=[]",
+    ]
+
+
+def run_one(
+    data: Path, out: Path, *, seed: int, settings: Sequence[str], choose_on: Path | None = None
+) -> list[dict[str, Any]]:
+    """The recipe and the baselines on one data set and seed -> their test results;
+    ``choose_on``: the recipe's choices are made on that data instead (``chosen_on``)."""
     run = out / f"hybrid-s{seed}"
+    if choose_on is not None:
+        fixed = chosen_on(choose_on, out / f"choice-s{seed}", seed=seed, settings=settings)
+        print(f"  chosen on {choose_on.name}: {' '.join(fixed)}", file=sys.stderr)
+        settings = [*settings, *fixed]
     if not (run / "summary.json").is_file():
         command = [*CMR, "train", "--data", str(data), "--out", str(run), "--set", f"seed={seed}"]
         command += ["--set", f"eval_protocols={json.dumps(list(PROTOCOLS))}"]
@@ -198,10 +247,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         data = data_set.source or args.out / "data" / name
         if data_set.write is not None and not data.is_dir():
             data_set.write(data)
+        choose_on = None
+        if data_set.choose_on is not None:
+            choose_on = args.out / "data" / f"{name}-choosing"
+            if not choose_on.is_dir():
+                data_set.choose_on(choose_on)
         results = []
         for seed in seeds:
             print(f"{name}, seed {seed}", file=sys.stderr)
-            results += run_one(data, args.out / "runs" / name, seed=seed, settings=args.settings)
+            results += run_one(
+                data, args.out / "runs" / name, seed=seed, settings=args.settings,
+                choose_on=choose_on,
+            )  # fmt: skip
         rows += ratio_rows(name, results)
     text = "\n".join([
         f"{started:%Y-%m-%d %H:%M} UTC, {machine('cpu').strip()}; seeds {args.seeds}; "

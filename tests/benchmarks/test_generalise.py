@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from benchmarks.generalise import ratio_rows, suite, without_dates
+from benchmarks.generalise import CHOOSING, TESTED, chosen_on, ratio_rows, suite, without_dates
+from training.config import HybridTrainConfig, parse_recipe
 from training.data import load_interactions
 
 
@@ -27,6 +29,34 @@ def test_a_synthetic_shape_writes_loadable_markets(tmp_path: Path) -> None:
     data_set.write(tmp_path / "synth-small")
     data = load_interactions(tmp_path / "synth-small")
     assert data.markets == ("aa", "bb", "cc") and data.items.size > 700
+
+
+def test_leave_markets_out_chooses_on_other_markets(xmarket_dir: Path, tmp_path: Path) -> None:
+    data_set = suite(xmarket_dir)["xmarket-lmo"]
+    assert data_set.write is not None and data_set.choose_on is not None
+    data_set.write(tmp_path / "tested")
+    data_set.choose_on(tmp_path / "choosing")
+    tested, choosing = (
+        load_interactions(tmp_path / "tested"),
+        load_interactions(tmp_path / "choosing"),
+    )
+    assert tested.markets == TESTED and choosing.markets == CHOOSING
+    # Every row of XMarket is in one of the two, once.
+    assert len(tested.user) + len(choosing.user) == len(load_interactions(xmarket_dir).user)
+
+
+def test_what_a_run_chose_becomes_settings_that_fix_it(tiny_run: Path) -> None:
+    # A finished run is read, not trained again (no data needed).
+    settings = chosen_on(tmp_data := tiny_run / "absent", tiny_run, seed=0, settings=[])
+    assert not tmp_data.exists()
+    recipe = parse_recipe(None, settings)
+    assert isinstance(recipe.train, HybridTrainConfig)
+    assert recipe.train.lr_candidates == ()  # nothing left to choose
+    config = json.loads((tiny_run / "config.json").read_text())
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    assert recipe.train.lr == summary["pretrain"]["lr"]
+    for name in config["chosen"]:
+        assert recipe.model[name] == config["model"][name], name
 
 
 def _result(model: str, protocol: str, markets: dict[str, float]) -> dict[str, Any]:
