@@ -7,7 +7,8 @@
 2. Pre-training on every market: each epoch hides a random ``mask_rate`` of each
    user's training items, and the model predicts the hidden ones from the rest
    (training/hybrid_examples.py). Every parameter learns, each market's own rows
-   included.
+   included. It runs at ``lr`` and at each of ``lr_candidates`` from the same start,
+   and keeps one (training/hybrid_stage.py).
 3. Adaptation, per market: only that market's own rows (mix and item-bias deltas,
    market vector) go on learning, on the market alone; the rest is frozen.
 4. With ``refit`` (the default), once the run is evaluated, the closed form is fitted
@@ -18,8 +19,9 @@ Both stages stop early on the validation metric of their markets (mean of
 are ``HybridTrainConfig`` (training/config.py). With ``nproc`` > 1 (``cmr train
 --nproc``) the stages run data-parallel in that many processes (training/distributed.py,
 training/hybrid_epoch.py), from the closed form this process fitted once. A run folder holds
-closed_form.safetensors, pretrained/ and markets/<code>/ (best.safetensors,
-stage.json), metrics/, train.log, curves.png, summary.json.
+closed_form.safetensors, pretrain-trials/lr-<rate>/, pretrained/ (the chosen trial) and
+markets/<code>/ (best.safetensors, stage.json), metrics/, train.log, curves.png,
+summary.json.
 """
 
 from __future__ import annotations
