@@ -43,10 +43,11 @@ from typing import Any
 import numpy as np
 
 from benchmarks.ddp import machine
+from training.protocols import Protocol
 from training.synth import SynthConfig, write_synth
 
 XMARKET = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "xmarket-electronics"
-PROTOCOLS = ("market", "full")
+PROTOCOLS: tuple[Protocol, ...] = ("market", "full")
 CMR = [sys.executable, "-m", "cmr"]
 
 

@@ -45,15 +45,37 @@ def _choose(
     return [int(i) for i in rng.choice(pool, size=min(n, len(pool)), replace=False, p=p)]
 
 
+@dataclass(frozen=True)
+class SynthWorld:
+    """What the data is drawn from: the best any model could know (benchmarks/synth_ceiling.py)."""
+
+    topic: np.ndarray  # (items,) each item's topic
+    appeal: np.ndarray  # (items,) each item's popularity weight
+    taste: list[np.ndarray]  # per market: (topics,) the chance a user's topic is each
+    sold: list[np.ndarray]  # per market: the items it sells
+
+
 def synthesize(cfg: SynthConfig) -> dict[str, list[tuple[str, str, float, str]]]:
     """Market code -> rows (userId, itemId, rating, YYYY-MM-DD)."""
+    return _draw(cfg)[1]
+
+
+def synth_world(cfg: SynthConfig) -> SynthWorld:
+    """The parameters ``synthesize`` draws its rows from."""
+    return _draw(cfg)[0]
+
+
+def _draw(cfg: SynthConfig) -> tuple[SynthWorld, dict[str, list[tuple[str, str, float, str]]]]:
     rng = np.random.default_rng(cfg.seed)
     topic = rng.permutation(np.arange(cfg.items) % cfg.topics)
     appeal = 1.0 / (1.0 + rng.permutation(cfg.items)) ** 0.7  # Zipf-like item popularity
+    world = SynthWorld(topic=topic, appeal=appeal, taste=[], sold=[])
     out: dict[str, list[tuple[str, str, float, str]]] = {}
     for m, (code, n_users) in enumerate(zip(cfg.markets, cfg.users, strict=True)):
         taste = rng.dirichlet(np.full(cfg.topics, 0.5))
         sold = np.flatnonzero(rng.random(cfg.items) < cfg.market_share)
+        world.taste.append(taste)
+        world.sold.append(sold)
         rows: list[tuple[str, str, float, str]] = []
         for u in range(n_users):
             user_topic = rng.choice(cfg.topics, p=taste)
@@ -71,7 +93,7 @@ def synthesize(cfg: SynthConfig) -> dict[str, list[tuple[str, str, float, str]]]
                 rating = float(rng.integers(3, 6))
                 rows.append((f"U{m}_{u:05d}", f"I{item:05d}", rating, day.isoformat()))
         out[code] = rows
-    return out
+    return world, out
 
 
 def write_synth(dest: Path, cfg: SynthConfig) -> list[Path]:
