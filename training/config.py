@@ -67,8 +67,8 @@ class HybridTrainConfig:
     mask_rate: float = 0.3  # share of each user's items hidden and predicted, per epoch
     loss: Literal["softmax", "bce"] = "softmax"  # bce: `negatives` sampled per hidden item
     negatives: int = 4
-    # Pre-training also tries these rates and keeps one only where it is better under
-    # every validation protocol (training/hybrid_stage.py); () trains at ``lr`` alone.
+    # Pre-training then goes on at these rates and keeps one only where it is better
+    # under every validation protocol (training/hybrid_stage.py); (): ``lr`` alone.
     lr_candidates: tuple[float, ...] = (3e-3,)
     max_epochs: int = 30
     patience: int = 2  # epochs without a better validation metric, and at least:

@@ -4,11 +4,11 @@ A stage (pre-training on every market, or one market's adaptation) trains until 
 validation metric stops improving and keeps its best weights in its folder
 (best.safetensors, stage.json), so a run interrupted between stages goes on.
 
-Pre-training also tries the learning rates of ``lr_candidates`` from the same start:
-on small catalogues a few hundred steps at the default rate leave the network
-unlearned, while on XMarket a faster rate trades `full` for `market`. A candidate
-replaces ``lr`` only where it is better under every validation protocol; its stage
-folder becomes pretrained/.
+Pre-training then goes on at each of the faster rates of ``lr_candidates``, from the
+weights the rate before kept: on small catalogues a few hundred steps at the default
+rate leave the network unlearned, while on XMarket a faster rate trades `full` for
+`market`. A candidate's weights replace the default's only where they are better under
+every validation protocol; its stage folder becomes pretrained/.
 """
 
 from __future__ import annotations
@@ -174,7 +174,6 @@ def _load_stage(
 def pretrain(
     model: HybridRecommender,
     *,
-    start: dict[str, torch.Tensor],
     run_dir: Path,
     sets: UserSets,
     folds: FoldFits,
@@ -184,9 +183,9 @@ def pretrain(
     keep_start: bool = False,
     ranks: Ranks = ONE,
 ) -> StageState:
-    """Pre-training at ``cfg.lr`` and at each of ``cfg.lr_candidates``, every one from the
-    ``start`` weights; run_dir/pretrained/ holds the chosen one (``choose_lr``). A warm
-    start (``keep_start``) trains at ``cfg.lr`` alone."""
+    """Pre-training at ``cfg.lr``, then at each of ``cfg.lr_candidates`` in turn, each
+    going on from the best weights of the one before; run_dir/pretrained/ holds the
+    chosen one (``choose_lr``). A warm start (``keep_start``) trains at ``cfg.lr`` alone."""
     final = run_dir / PRETRAINED
 
     def stage(name: str, stage_dir: Path, lr: float) -> StageState:
@@ -200,10 +199,7 @@ def pretrain(
     if len(rates) == 1 or _finished(final):
         return stage("pretrain", final, cfg.lr)
     tried: list[tuple[float, StageState]] = []
-    for lr in rates:
-        with torch.no_grad():
-            for name, value in start.items():
-                model.get_parameter(name).copy_(value)
+    for lr in rates:  # each stage ends holding its best weights, on every rank
         state = stage(f"pretrain lr {lr:g}", _trial_dir(run_dir, lr), lr)
         tried.append((lr, state))
     protocols = [v.protocol for v in valid]

@@ -7,8 +7,8 @@
 2. Pre-training on every market: each epoch hides a random ``mask_rate`` of each
    user's training items, and the model predicts the hidden ones from the rest
    (training/hybrid_examples.py). Every parameter learns, each market's own rows
-   included. It runs at ``lr`` and at each of ``lr_candidates`` from the same start,
-   and keeps one (training/hybrid_stage.py).
+   included. It runs at ``lr``, then goes on at each of ``lr_candidates``, and keeps
+   one (training/hybrid_stage.py).
 3. Adaptation, per market: only that market's own rows (mix and item-bias deltas,
    market vector) go on learning, on the market alone; the rest is frozen.
 4. With ``refit`` (the default), once the run is evaluated, the closed form is fitted
@@ -98,7 +98,7 @@ def _train_stages(
     every = list(range(len(work.markets)))
     stages: dict[str, StageState] = {}
     stages["pretrain"] = pretrain(
-        model, start=work.learned, run_dir=work.run_dir, markets=every,
+        model, run_dir=work.run_dir, markets=every,
         keep_start=work.keep_start, **stage,
     )  # fmt: skip
     for m, code in enumerate(work.markets if work.cfg.adapt else ()):

@@ -56,7 +56,10 @@ def test_two_processes_train_the_hybrid_as_one_does(
     # The log holds each line once: rank 0 logs, the others do not.
     log = (two / "train.log").read_text()
     assert log.count("training across 2 processes: gloo on cpu") == 1
-    for line in ("pretrain epoch 1:", "pretrain epoch 2:", "adapt cc epoch 1:"):
+    for line in (
+        "pretrain lr 0.01 epoch 1:", "pretrain lr 0.01 epoch 2:", "pretrain lr 0.003 epoch 2:",
+        "pre-training's learning rate", "adapt cc epoch 1:",
+    ):  # fmt: skip
         assert log.count(line) == 1, line
     # The same steps: weights, losses, stopping decisions and metrics agree.
     for path in ["pretrained", "markets/aa", "markets/bb", "markets/cc"]:

@@ -49,8 +49,8 @@ def test_cmr_train_of_the_hybrid_learns_the_planted_structure(
         assert hybrid["mean"]["ndcg@10"] > popularity.mean["ndcg@10"] + 0.1, protocol
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary) == {"pretrain", "aa", "bb", "cc"}
-    # Pre-training ran at the recipe's rate and at the default candidate (3e-3), each from
-    # the same start; pretrained/ is the chosen one's stage.
+    # Pre-training ran at the recipe's rate, then went on at the default candidate (3e-3);
+    # pretrained/ is the chosen one's stage.
     trials = {p.name: p for p in (run / "pretrain-trials").iterdir()}
     assert set(trials) == {"lr-0.01", "lr-0.003"}
     chosen = trials[f"lr-{summary['pretrain']['lr']:g}"]
