@@ -132,16 +132,22 @@ def _run(command: list[str], log_file: Path) -> None:
     print(f"  {time.perf_counter() - start:.0f} s: {' '.join(command[2:5])}", file=sys.stderr)
 
 
+def _train(data: Path, run: Path, *, settings: Sequence[str]) -> None:
+    """`cmr train` on ``data`` into ``run`` with ``settings``, unless it finished before;
+    its output goes to <run>.log beside it."""
+    if (run / "summary.json").is_file():
+        return
+    command = [*CMR, "train", "--data", str(data), "--out", str(run)]
+    for setting in settings:
+        command += ["--set", setting]
+    run.parent.mkdir(parents=True, exist_ok=True)
+    _run(command, run.parent / f"{run.name}.log")
+
+
 def chosen_on(data: Path, run: Path, *, seed: int, settings: Sequence[str]) -> list[str]:
     """What the recipe chooses on ``data``'s validation split (a run without test
     evaluation or refit), as settings that fix it: the closed form's and the learning rate."""
-    if not (run / "summary.json").is_file():
-        command = [*CMR, "train", "--data", str(data), "--out", str(run), "--set", f"seed={seed}"]
-        command += ["--set", 'eval_splits=["valid"]', "--set", "refit=false"]
-        for setting in settings:
-            command += ["--set", setting]
-        run.parent.mkdir(parents=True, exist_ok=True)
-        _run(command, run.parent / f"{run.name}.log")
+    _train(data, run, settings=[f"seed={seed}", 'eval_splits=["valid"]', "refit=false", *settings])
     choice = run / "closed_form_choice.json"
     chosen = json.loads(choice.read_text())["chosen"] if choice.is_file() else {}
     lr = json.loads((run / "summary.json").read_text())["pretrain"]["lr"]
@@ -161,14 +167,8 @@ def run_one(
         fixed = chosen_on(choose_on, out / f"choice-s{seed}", seed=seed, settings=settings)
         print(f"  chosen on {choose_on.name}: {' '.join(fixed)}", file=sys.stderr)
         settings = [*settings, *fixed]
-    if not (run / "summary.json").is_file():
-        command = [*CMR, "train", "--data", str(data), "--out", str(run), "--set", f"seed={seed}"]
-        command += ["--set", f"eval_protocols={json.dumps(list(PROTOCOLS))}"]
-        command += ["--set", 'eval_splits=["test"]']
-        for setting in settings:
-            command += ["--set", setting]
-        out.mkdir(parents=True, exist_ok=True)
-        _run(command, out / f"hybrid-s{seed}.log")
+    protocols = f"eval_protocols={json.dumps(list(PROTOCOLS))}"
+    _train(data, run, settings=[f"seed={seed}", protocols, 'eval_splits=["test"]', *settings])
     baselines = out / f"baselines-s{seed}.json"
     if not baselines.is_file():
         command = [*CMR, "evaluate", "--data", str(data), "--model", "ease"]

@@ -81,7 +81,8 @@ def run_hybrid_stage(
         p.requires_grad_(any(p is t for t in trainable))
     ranks.copy_from_main(model)  # DDP starts from equal weights; it does not sync them
     step = ranks.wrap(HybridStep(model), find_unused=not model.config.neural)
-    opt = torch.optim.Adam(trainable, lr=cfg.lr if shared else cfg.adapt_lr)
+    lr = cfg.lr if shared else cfg.adapt_lr
+    opt = torch.optim.Adam(trainable, lr=lr)
     rng = np.random.default_rng([cfg.seed, *markets])
     torch_rng = torch.Generator().manual_seed(int(rng.integers(1 << 62)))
     data = EpochData.build(sets, folds, markets=markets, split=valid[0].split)
@@ -96,7 +97,7 @@ def run_hybrid_stage(
         scores = [evaluate(scorer, v, markets=markets).mean[cfg.valid_metric] for v in valid]
         return scores, float(np.mean(scores))
 
-    state = StageState(lr=opt.param_groups[0]["lr"])
+    state = StageState(lr=lr)
     if ranks.main and (keep_start or not shared):  # keep the start unless it does better
         _, state.best = validate()
         state.best_epoch = 0
