@@ -51,7 +51,8 @@ class Manifest:
     source_run: str
     created_at: str  # ISO-8601, UTC
     schema_version: int = SCHEMA_VERSION
-    # Model settings chosen on the run's validation split (their values are in ``model``).
+    # Settings chosen on the run's validation split; their values are in ``model``, and
+    # in ``train`` for the pre-training rate (``pretrain_lr``).
     chosen: list[str] = field(default_factory=list)
     # True: fitted again on every row, held-out items included, after the run was
     # evaluated; ``metrics`` are then the held-out model's.

@@ -40,7 +40,7 @@ from training.data import Interactions, load_interactions
 from training.hybrid import HybridConfig, HybridRecommender
 from training.hybrid_train import load_hybrid
 from training.model import Bert4CMR, Bert4CMRConfig, Variant
-from training.runs import CATALOGUES_FILE
+from training.runs import CATALOGUES_FILE, CHOSEN_IN_TRAINING
 from training.store_model import STATE_FILE, save_state
 
 log = logging.getLogger(__name__)
@@ -295,7 +295,8 @@ def export_run(
         version=version,
         variant=variant,
         model=cfg["model"] | ({} if variant == "hybrid" else {"variant": variant}),
-        train=cfg["train"],
+        # The recipe's training settings, and the pre-training rate chosen on validation.
+        train=cfg["train"] | {k: cfg[k] for k in CHOSEN_IN_TRAINING if k in cfg},
         markets={code: m for m, code in enumerate(cfg["markets"])},
         pretrained=run.pretrained,
         graphs=run.market_graphs,

@@ -55,7 +55,14 @@ from training.hybrid_examples import UserSets
 from training.hybrid_stage import PRETRAINED, learned, pretrain, run_hybrid_stage
 from training.predict import HybridScorer
 from training.protocols import EvalSet, build_eval_set
-from training.runs import LOG_FILE, StageState, finish_run, start_run, write_config
+from training.runs import (
+    LOG_FILE,
+    StageState,
+    finish_run,
+    record_chosen,
+    start_run,
+    write_config,
+)
 from training.split import make_split
 from training.store_model import WarmStart, copy_learned
 
@@ -191,6 +198,8 @@ def train_hybrid(
         )  # fmt: skip
     model = model.to(device)
     stages = _train_stages(model, work)
+    if not work.keep_start and set(cfg.lr_candidates) - {cfg.lr}:  # a rate was chosen
+        record_chosen(run_dir, pretrain_lr=stages["pretrain"].lr)
     log.info(
         "trained %d markets (closed form, pre-training, adaptation) in %.0f s",
         len(data.markets),

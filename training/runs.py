@@ -1,7 +1,8 @@
 """A training run's folder, whatever the model family: its recipe, curves, metrics, summary.
 
 config.json                 family, model and training settings, data path, markets,
-                            nproc (training processes, `cmr train --nproc`)
+                            nproc (training processes, `cmr train --nproc`), and
+                            what training chose on validation (`chosen`, `pretrain_lr`)
 items.json                  the item vocabulary
 train.log                   the log
 commands.txt                the command that started it, then each resume
@@ -127,14 +128,37 @@ def write_config(
     path = run_dir / "config.json"
     text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
     if path.exists():
-        recorded = json.loads(path.read_text())
+        recorded = _recipe_part(json.loads(path.read_text()))
         recorded["model"] = named_variant(recorded["model"])
-        recorded.pop("nproc", None)
-        if recorded != {k: v for k, v in json.loads(text).items() if k != "nproc"}:
+        if recorded != _recipe_part(json.loads(text)):
             raise ValueError(f"{run_dir} holds a run with other settings; use another --out")
     path.write_text(text)
     items.save(run_dir / "items.json")
 
+
+# What a run chooses while it trains (after config.json was written), top-level keys of
+# config.json also named in its "chosen"; a resumed run's recipe is compared without them.
+CHOSEN_IN_TRAINING = ("pretrain_lr",)
+
+
+def record_chosen(run_dir: Path, **values: float) -> None:
+    """Add settings chosen during training (``CHOSEN_IN_TRAINING``) to config.json."""
+    path = run_dir / "config.json"
+    payload = json.loads(path.read_text())
+    unknown = set(values) - set(CHOSEN_IN_TRAINING)
+    if unknown:
+        raise ValueError(f"not chosen in training: {sorted(unknown)}")
+    payload |= values
+    payload["chosen"] = sorted(set(payload.get("chosen", [])) | set(values))
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def _recipe_part(payload: dict[str, Any]) -> dict[str, Any]:
+    """config.json without what may differ between a run and its resumption."""
+    later = set(CHOSEN_IN_TRAINING)
+    kept = {k: v for k, v in payload.items() if k not in later | {"nproc"}}
+    chosen = [c for c in kept.pop("chosen", []) if c not in later]
+    return kept | ({"chosen": chosen} if chosen else {})
 
 def finish_run(
     run_dir: Path,

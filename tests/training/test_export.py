@@ -138,7 +138,11 @@ def test_a_hybrid_run_is_one_graph_for_every_market(
     assert manifest.model["d_model"] == 32
     # Its closed form's settings were chosen on validation. By default a version holds
     # the closed form refitted on every row; tiny-1 holds the held-out run's.
-    assert set(manifest.chosen) == {"ease_lambda", "cooccurrence_days", "market_ease_lambda"}
+    closed_form = {"ease_lambda", "cooccurrence_days", "market_ease_lambda"}
+    assert set(manifest.chosen) == closed_form | {"pretrain_lr"}
+    run_config = json.loads((tiny_run / "config.json").read_text())
+    assert manifest.train["pretrain_lr"] == run_config["pretrain_lr"]
+    assert manifest.train["lr"] == run_config["train"]["lr"]  # the recipe's, as given
     assert isinstance(manifest.model["ease_lambda"], float)
     refit = load_file(tiny_run / "closed_form_refit.safetensors")
     held_out = load_file(tiny_run / "closed_form.safetensors")

@@ -35,7 +35,7 @@ def test_cmr_train_of_the_hybrid_learns_the_planted_structure(
     # The closed form's settings were chosen on validation: numbers in config.json, every
     # trial in closed_form_choice.json, and the run's closed form fitted with them.
     choice = json.loads((run / "closed_form_choice.json").read_text())
-    assert set(config["chosen"]) == set(choice["chosen"])
+    assert set(config["chosen"]) == set(choice["chosen"]) | {"pretrain_lr"}
     for name, value in choice["chosen"].items():
         assert config["model"][name] == value, name
     assert len(choice["trials"]) >= 3 * 4 + 4  # 3 time scales, then the markets' blocks
@@ -54,6 +54,7 @@ def test_cmr_train_of_the_hybrid_learns_the_planted_structure(
     trials = {p.name: p for p in (run / "pretrain-trials").iterdir()}
     assert set(trials) == {"lr-0.01", "lr-0.003"}
     chosen = trials[f"lr-{summary['pretrain']['lr']:g}"]
+    assert config["pretrain_lr"] == summary["pretrain"]["lr"]  # config.json says which
     assert (run / "pretrained/best.safetensors").read_bytes() == (
         chosen / "best.safetensors"
     ).read_bytes()

@@ -1,11 +1,17 @@
-"""A run's shared pieces: the device a run trains on."""
+"""A run's shared pieces: the device a run trains on, its recorded recipe."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from training.runs import resolve_device
+from model_store.vocab import Vocabulary
+from training.config import HybridTrainConfig
+from training.hybrid import HybridConfig
+from training.runs import record_chosen, resolve_device, write_config
 
 
 def test_device_setting_resolves_to_what_torch_can_use() -> None:
@@ -19,3 +25,25 @@ def test_device_setting_resolves_to_what_torch_can_use() -> None:
             resolve_device("cuda")
     with pytest.raises(ValueError, match="expected auto, cpu or cuda"):
         resolve_device("tpu")
+
+
+def test_a_rate_chosen_in_training_joins_config_json_and_a_resumed_recipe_still_matches(
+    tmp_path: Path,
+) -> None:
+    items = Vocabulary.from_ids(["i1", "i2"])
+    recipe = {
+        "family": "hybrid", "name": "h", "data_dir": None, "markets": ("aa",),
+        "items": items, "model": HybridConfig(n_items=3, n_markets=1),
+        "train": HybridTrainConfig(), "chosen": ["ease_lambda"],
+    }  # fmt: skip
+    write_config(tmp_path, **recipe)
+    record_chosen(tmp_path, pretrain_lr=0.003)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["pretrain_lr"] == 0.003
+    assert config["chosen"] == ["ease_lambda", "pretrain_lr"]
+    write_config(tmp_path, **recipe)  # a resumed run: the same recipe, accepted
+    write_config(tmp_path, **recipe | {"nproc": 2})
+    with pytest.raises(ValueError, match="other settings"):
+        write_config(tmp_path, **recipe | {"train": HybridTrainConfig(lr=1e-3)})
+    with pytest.raises(ValueError, match="not chosen in training"):
+        record_chosen(tmp_path, lr=0.003)
