@@ -150,7 +150,8 @@ def chosen_on(data: Path, run: Path, *, seed: int, settings: Sequence[str]) -> l
     _train(data, run, settings=[f"seed={seed}", 'eval_splits=["valid"]', "refit=false", *settings])
     choice = run / "closed_form_choice.json"
     chosen = json.loads(choice.read_text())["chosen"] if choice.is_file() else {}
-    lr = json.loads((run / "summary.json").read_text())["pretrain"]["lr"]
+    config = json.loads((run / "config.json").read_text())
+    lr = config.get("pretrain_lr", config["train"]["lr"])  # absent: nothing chose a rate
     return [f"{name}={value}" for name, value in chosen.items()] + [
         f"lr={lr}",
         "lr_candidates=[]",

@@ -54,8 +54,8 @@ def test_what_a_run_chose_becomes_settings_that_fix_it(tiny_run: Path) -> None:
     assert recipe.train.lr_candidates == ()  # nothing left to choose
     config = json.loads((tiny_run / "config.json").read_text())
     summary = json.loads((tiny_run / "summary.json").read_text())
-    assert recipe.train.lr == summary["pretrain"]["lr"]
-    for name in config["chosen"]:
+    assert recipe.train.lr == summary["pretrain"]["lr"] == config["pretrain_lr"]
+    for name in set(config["chosen"]) - {"pretrain_lr"}:
         assert recipe.model[name] == config["model"][name], name
 
 
