@@ -198,8 +198,9 @@ def train_hybrid(
         )  # fmt: skip
     model = model.to(device)
     stages = _train_stages(model, work)
-    if not work.keep_start and set(cfg.lr_candidates) - {cfg.lr}:  # a rate was chosen
-        record_chosen(run_dir, pretrain_lr=stages["pretrain"].lr)
+    chosen_lr = stages["pretrain"].lr
+    if chosen_lr is not None and not work.keep_start and set(cfg.lr_candidates) - {cfg.lr}:
+        record_chosen(run_dir, pretrain_lr=chosen_lr)  # a rate was chosen
     log.info(
         "trained %d markets (closed form, pre-training, adaptation) in %.0f s",
         len(data.markets),

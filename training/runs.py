@@ -160,6 +160,7 @@ def _recipe_part(payload: dict[str, Any]) -> dict[str, Any]:
     chosen = [c for c in kept.pop("chosen", []) if c not in later]
     return kept | ({"chosen": chosen} if chosen else {})
 
+
 def finish_run(
     run_dir: Path,
     scorer: Scorer,
