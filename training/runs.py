@@ -127,12 +127,17 @@ def write_config(
     )
     path = run_dir / "config.json"
     text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
+    chosen_before: dict[str, float] = {}
     if path.exists():
-        recorded = _recipe_part(json.loads(path.read_text()))
+        before = json.loads(path.read_text())
+        recorded = _recipe_part(before)
         recorded["model"] = named_variant(recorded["model"])
         if recorded != _recipe_part(json.loads(text)):
             raise ValueError(f"{run_dir} holds a run with other settings; use another --out")
+        chosen_before = {k: before[k] for k in CHOSEN_IN_TRAINING if k in before}
     path.write_text(text)
+    if chosen_before:  # a resumed run keeps what it chose
+        record_chosen(run_dir, **chosen_before)
     items.save(run_dir / "items.json")
 
 

@@ -43,6 +43,9 @@ def test_a_rate_chosen_in_training_joins_config_json_and_a_resumed_recipe_still_
     assert config["chosen"] == ["ease_lambda", "pretrain_lr"]
     write_config(tmp_path, **recipe)  # a resumed run: the same recipe, accepted
     write_config(tmp_path, **recipe | {"nproc": 2})
+    resumed = json.loads((tmp_path / "config.json").read_text())
+    assert resumed["nproc"] == 2 and resumed["pretrain_lr"] == 0.003  # what it chose is kept
+    assert resumed["chosen"] == ["ease_lambda", "pretrain_lr"]
     with pytest.raises(ValueError, match="other settings"):
         write_config(tmp_path, **recipe | {"train": HybridTrainConfig(lr=1e-3)})
     with pytest.raises(ValueError, match="not chosen in training"):
