@@ -26,12 +26,15 @@ def main(runs: list[Path]) -> None:
     print()
     print("| run | evaluation | seconds |")
     print("|---|---|---|")
-    pattern = re.compile(r"(\w+) protocol, (\w+): mean NDCG@10 [0-9.]+ \((\d+) s\)")
+    # Runs before 2026-12-07 timed each protocol; later ones time a split's protocols together.
+    one = re.compile(r"(\w+) protocol, (\w+): mean NDCG@10 [0-9.]+ \((\d+) s\)")
+    together = re.compile(r"(\w+) split evaluated under (\d+) protocols in (\d+) s")
     for run in runs:
         for line in (run / "train.log").read_text().splitlines():
-            found = pattern.search(line)
-            if found:
+            if found := one.search(line):
                 print(f"| {run.name} | {found[1]}, {found[2]} | {found[3]} |")
+            elif found := together.search(line):
+                print(f"| {run.name} | {found[1]}, {found[2]} protocols | {found[3]} |")
 
 
 if __name__ == "__main__":

@@ -121,25 +121,71 @@ def evaluate(
 
     ``markets`` (indices) limits the evaluation to those markets; default all.
     """
-    ranks = np.zeros(len(eval_set), np.int64)
-    wanted = range(len(eval_set.markets)) if markets is None else markets
-    for batch in eval_set.batches(batch_size, markets=wanted):
+    return evaluate_sets(model, [eval_set], ks=ks, batch_size=batch_size, markets=markets)[0]
+
+
+def evaluate_sets(
+    model: Scorer | UserScorer,
+    eval_sets: Sequence[EvalSet],
+    *,
+    ks: Sequence[int] = DEFAULT_KS,
+    batch_size: int = 512,
+    markets: Sequence[int] | None = None,
+) -> list[Result]:
+    """``evaluate`` on each of ``eval_sets``. Sets of the same users (the protocols of one
+    split) are scored together, their candidates side by side in one call per batch: a
+    model whose cost is per user (a whole-catalogue pass) pays it once, not once a set.
+    The results are those of ``evaluate`` on each set alone."""
+    first = eval_sets[0]
+    if not all(_same_users(first, other) for other in eval_sets[1:]):
+        return [
+            evaluate(model, s, ks=ks, batch_size=batch_size, markets=markets) for s in eval_sets
+        ]
+    ranks = [np.zeros(len(s), np.int64) for s in eval_sets]
+    wanted = range(len(first.markets)) if markets is None else markets
+    for batches in zip(*(s.batches(batch_size, markets=wanted) for s in eval_sets), strict=True):
+        batch = batches[0]
+        candidates = np.concatenate([b.candidates for b in batches], axis=1)
         if isinstance(model, UserScorer):
-            raw = model.score_users(batch.users, batch.histories, batch.candidates, batch.markets)
+            raw = model.score_users(batch.users, batch.histories, candidates, batch.markets)
         else:
-            raw = model.score(batch.histories, batch.candidates, batch.markets)
+            raw = model.score(batch.histories, candidates, batch.markets)
         scores = np.asarray(raw)
-        if scores.shape != batch.candidates.shape:
+        if scores.shape != candidates.shape:
             raise ValueError(
                 f"{model.name} returned scores of shape {scores.shape} "
-                f"for candidates of shape {batch.candidates.shape}"
+                f"for candidates of shape {candidates.shape}"
             )
-        valid = batch.candidates != PAD
-        if not np.isfinite(scores[valid]).all():
+        if not np.isfinite(scores[candidates != PAD]).all():
             raise ValueError(f"{model.name} returned non-finite scores")
-        ranks[batch.rows] = positive_ranks(scores, batch.candidates)
+        at = 0
+        for b, set_ranks in zip(batches, ranks, strict=True):
+            width = b.candidates.shape[1]
+            set_ranks[b.rows] = positive_ranks(scores[:, at : at + width], b.candidates)
+            at += width
+    return [
+        _result(model.name, s, r, markets=wanted, ks=ks)
+        for s, r in zip(eval_sets, ranks, strict=True)
+    ]
+
+
+def _same_users(a: EvalSet, b: EvalSet) -> bool:
+    """Whether two sets hold the same users with the same histories (one split)."""
+    return (
+        a.split is b.split
+        and a.split_name == b.split_name
+        and np.array_equal(a.users, b.users)
+        and np.array_equal(a.history_ptr, b.history_ptr)
+        and np.array_equal(a.history_items, b.history_items)
+    )
+
+
+def _result(
+    name: str, eval_set: EvalSet, ranks: IntArray, *, markets: Sequence[int], ks: Sequence[int]
+) -> Result:
+    """Per-market metrics of one set's ranks."""
     per_market: dict[str, Metrics] = {}
-    for m in wanted:
+    for m in markets:
         rows = eval_set.market_rows(m)
         if rows.stop > rows.start:
             per_market[eval_set.markets[m]] = {
@@ -149,7 +195,7 @@ def evaluate(
     if not per_market:
         raise ValueError("nothing to evaluate: no user has a held-out item")
     result = Result(
-        model=model.name,
+        model=name,
         protocol=eval_set.protocol,
         split=eval_set.split_name,
         seed=eval_set.seed,
@@ -157,7 +203,7 @@ def evaluate(
     )
     log.debug(
         "%s, %s protocol, %s: mean NDCG@10 %.4f",
-        model.name,
+        name,
         eval_set.protocol,
         eval_set.split_name,
         result.mean.get("ndcg@10", float("nan")),

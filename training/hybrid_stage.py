@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from training.closed_form import FoldFits
 from training.config import HybridTrainConfig
 from training.distributed import ONE, Ranks
-from training.evaluate import evaluate
+from training.evaluate import evaluate_sets
 from training.hybrid import HybridRecommender
 from training.hybrid_epoch import EpochData, HybridStep, train_epoch
 from training.hybrid_examples import UserSets
@@ -94,7 +94,7 @@ def run_hybrid_stage(
     scorer = HybridScorer(name, model)
 
     def validate() -> tuple[list[float], float]:
-        scores = [evaluate(scorer, v, markets=markets).mean[cfg.valid_metric] for v in valid]
+        scores = [r.mean[cfg.valid_metric] for r in evaluate_sets(scorer, valid, markets=markets)]
         return scores, float(np.mean(scores))
 
     state = StageState(lr=lr)

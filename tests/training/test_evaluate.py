@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from model_store.vocab import PAD, IntArray
-from training.evaluate import evaluate, positive_ranks, ranking_metrics
+from training.evaluate import evaluate, evaluate_sets, positive_ranks, ranking_metrics
 from training.protocols import build_eval_set
 from training.split import Split
 
@@ -107,3 +107,34 @@ class UserOracle:
 def test_evaluate_gives_a_user_scorer_the_users(synth_split: Split) -> None:
     result = evaluate(UserOracle(synth_split.test), build_eval_set(synth_split, "market"))
     assert result.mean["mrr"] == 1.0
+
+
+class Counting:
+    """A scorer with a per-user cost (a whole-catalogue pass): counts its calls."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.table = np.random.default_rng(0).random((50, 4000)).astype(np.float32)
+
+    def score(self, histories: IntArray, candidates: IntArray, markets: IntArray) -> np.ndarray:
+        self.calls += 1
+        catalogue = self.table[histories.sum(1) % 50]  # (B, V): depends on the history only
+        return np.take_along_axis(catalogue, candidates % 4000, axis=1)
+
+
+def test_protocols_of_one_split_are_scored_together_with_the_same_results(
+    synth_split: Split,
+) -> None:
+    sets = [build_eval_set(synth_split, p, "valid", seed=0) for p in ("paper", "market", "full")]
+    alone, together = Counting(), Counting()
+    expected = [evaluate(alone, s).to_json() for s in sets]
+    assert [r.to_json() for r in evaluate_sets(together, sets)] == expected
+    assert together.calls * 3 == alone.calls  # one call per batch, not one per set and batch
+    # Sets of other users (another split) are each evaluated alone.
+    other = build_eval_set(synth_split, "market", "test", seed=0)
+    mixed = Counting()
+    results = evaluate_sets(mixed, [sets[1], other])
+    assert results[1].to_json() == evaluate(Counting(), other).to_json()
+    assert results[1].split == "test" and mixed.calls > together.calls
