@@ -28,7 +28,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from model_store.vocab import PAD, IntArray, find_sorted
-from training.evaluate import Result, evaluate
+from training.evaluate import Result, evaluate, evaluate_sets
 from training.linalg import ensure_fits, solve_ease
 from training.protocols import EvalSet, Protocol, build_eval_set
 from training.split import Split, SplitName
@@ -228,7 +228,7 @@ def evaluate_baselines(
         start = time.perf_counter()
         if name in ("popularity", "global-popularity"):
             scorer = Popularity.fit(split, per_market=name == "popularity")
-            results += [evaluate(scorer, target) for target in targets]
+            results += evaluate_sets(scorer, targets)
         elif name in ("nmf", "forec"):
             from training.forec import NeuMFTraining, fit_forec, fit_nmf
 

@@ -132,7 +132,7 @@ def evaluate_command(
     from training.baselines import LAMBDA_GRID, evaluate_baselines
     from training.candidate_file import describe_skipped
     from training.data import load_interactions
-    from training.evaluate import evaluate
+    from training.evaluate import evaluate_sets
     from training.report import report, write_json
     from training.split import make_split
     from training.targets import evaluation_targets
@@ -177,7 +177,7 @@ def evaluate_command(
             neural=neural_training(epochs),
         )
         if exported is not None and targets is not None:
-            results += [evaluate(exported, target) for target in targets]
+            results += evaluate_sets(exported, targets)
     print(report(results))
     if json_path:
         write_json(results, json_path)

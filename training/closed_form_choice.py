@@ -36,7 +36,7 @@ import numpy as np
 
 from training.baselines import Ease, EaseBlock, FloatArray
 from training.closed_form import Blocks, Cooccurrence, weighted_gram
-from training.evaluate import evaluate
+from training.evaluate import evaluate_sets
 from training.hybrid import INITIAL_MIX, HybridConfig
 from training.linalg import solve_ease
 from training.protocols import EvalSet, Protocol, build_eval_set
@@ -175,7 +175,7 @@ class _Mix:
 
 
 def _valid_ndcg(model: _Mix, valid: Sequence[EvalSet], markets: Sequence[int]) -> float:
-    scores = [evaluate(model, v, markets=markets).mean["ndcg@10"] for v in valid]
+    scores = [r.mean["ndcg@10"] for r in evaluate_sets(model, valid, markets=markets)]
     return float(np.mean(scores))
 
 

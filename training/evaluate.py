@@ -135,12 +135,23 @@ def evaluate_sets(
     """``evaluate`` on each of ``eval_sets``. Sets of the same users (the protocols of one
     split) are scored together, their candidates side by side in one call per batch: a
     model whose cost is per user (a whole-catalogue pass) pays it once, not once a set.
-    The results are those of ``evaluate`` on each set alone."""
+    Sets of other users are grouped likewise; the results are those of ``evaluate`` on each
+    set alone, in the order of ``eval_sets``."""
     first = eval_sets[0]
     if not all(_same_users(first, other) for other in eval_sets[1:]):
-        return [
-            evaluate(model, s, ks=ks, batch_size=batch_size, markets=markets) for s in eval_sets
-        ]
+        groups: list[list[int]] = []  # positions of sets of the same users
+        for i, s in enumerate(eval_sets):
+            group = next((g for g in groups if _same_users(eval_sets[g[0]], s)), None)
+            if group is None:
+                groups.append([i])
+            else:
+                group.append(i)
+        results: dict[int, Result] = {}
+        for group in groups:
+            together = [eval_sets[i] for i in group]
+            done = evaluate_sets(model, together, ks=ks, batch_size=batch_size, markets=markets)
+            results |= dict(zip(group, done, strict=True))
+        return [results[i] for i in range(len(eval_sets))]
     ranks = [np.zeros(len(s), np.int64) for s in eval_sets]
     wanted = range(len(first.markets)) if markets is None else markets
     for batches in zip(*(s.batches(batch_size, markets=wanted) for s in eval_sets), strict=True):

@@ -32,7 +32,7 @@ from training.baselines import evaluate_baselines
 from training.closed_form import Blocks, FoldFits, fit_closed_form, fold_fits
 from training.config import HybridTrainConfig
 from training.data import build_interactions
-from training.evaluate import Result, evaluate
+from training.evaluate import Result, evaluate_sets
 from training.export import market_catalogues, publish_version
 from training.hybrid import ClosedForm, HybridRecommender
 from training.hybrid_examples import UserSets
@@ -128,7 +128,7 @@ def onboard_market(
     scorer = HybridScorer(f"hybrid-onboarded-{code}", model.cpu().eval())
     protocols = cfg.eval_protocols
     tests = [build_eval_set(split, p, "test", seed=cfg.seed) for p in protocols]
-    results = [evaluate(scorer, t) for t in tests]
+    results = evaluate_sets(scorer, tests)
     baselines = ["popularity", "ease"]  # on the very same test sets
     results += evaluate_baselines(split, baselines, protocols, seed=cfg.seed, targets=tests)
     return Onboarded(model=model, split=split, results=results, seconds=seconds, stage=state)

@@ -132,9 +132,12 @@ def test_protocols_of_one_split_are_scored_together_with_the_same_results(
     expected = [evaluate(alone, s).to_json() for s in sets]
     assert [r.to_json() for r in evaluate_sets(together, sets)] == expected
     assert together.calls * 3 == alone.calls  # one call per batch, not one per set and batch
-    # Sets of other users (another split) are each evaluated alone.
-    other = build_eval_set(synth_split, "market", "test", seed=0)
-    mixed = Counting()
-    results = evaluate_sets(mixed, [sets[1], other])
-    assert results[1].to_json() == evaluate(Counting(), other).to_json()
-    assert results[1].split == "test" and mixed.calls > together.calls
+    # Sets of other users (another split) form their own group, results in the given order.
+    tests = [build_eval_set(synth_split, p, "test", seed=0) for p in ("market", "full")]
+    mixed, tests_alone = Counting(), Counting()
+    results = evaluate_sets(mixed, [tests[0], sets[1], tests[1], sets[2]])
+    assert [r.to_json() for r in results] == [
+        evaluate(Counting(), s).to_json() for s in (tests[0], sets[1], tests[1], sets[2])
+    ]
+    evaluate_sets(tests_alone, tests)
+    assert mixed.calls == together.calls + tests_alone.calls  # two groups, each in one pass

@@ -25,7 +25,7 @@ import torch
 from model_store.catalogue import Catalogue
 from model_store.vocab import Vocabulary
 from training.closed_form import Blocks, FoldFits, fit_closed_form, fold_fits
-from training.evaluate import evaluate
+from training.evaluate import evaluate_sets
 from training.federated.config import FederatedConfig
 from training.federated.wire import load_weights, shared_names, shared_weights
 from training.hybrid import HybridConfig, HybridRecommender
@@ -207,7 +207,8 @@ class MarketClient:
         self.kept_rows[server_round] = self._rows()
         scorer = HybridScorer("valid", self.model)
         metric = self.cfg.train.valid_metric
-        scores = [evaluate(scorer, v, markets=[self.market]).mean[metric] for v in self.valid_sets]
+        results = evaluate_sets(scorer, self.valid_sets, markets=[self.market])
+        scores = [r.mean[metric] for r in results]
         return float(np.mean(scores))
 
     @torch.no_grad()
@@ -271,8 +272,8 @@ class MarketClient:
     def _metrics(self, stage: str) -> dict[str, float]:
         out: dict[str, float] = {}
         scorer = HybridScorer(stage, self.model)
-        for s in self.eval_sets:
-            result = evaluate(scorer, s, markets=[self.market])
+        results = evaluate_sets(scorer, self.eval_sets, markets=[self.market])
+        for s, result in zip(self.eval_sets, results, strict=True):
             for metric, value in result.markets[self.code].items():
                 out[f"{stage}/{result.protocol}/{s.split_name}/{metric}"] = value
         return out
