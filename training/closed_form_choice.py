@@ -10,8 +10,8 @@ most ``USERS_PER_MARKET`` validation users of each market:
 
 1. the shared block: each co-occurrence time scale (only "every pair counts 1" when
    the data has no dates) on lambdas 4x apart; for the best time scale, the grid is
-   extended while its best lambda sits at an edge, then the best's neighbours 2x
-   apart are tried;
+   extended while its best lambda sits at an edge (upwards, until a plateau: larger
+   lambdas only switch a block off), then the best's neighbours 2x apart are tried;
 2. the markets' blocks, mixed with the chosen shared block as the model starts
    (``INITIAL_MIX``): the same lambda search, one lambda for every market (a
    market's own would follow its few validation users: noise).
@@ -51,6 +51,7 @@ COARSE_LAMBDAS = (10.0, 40.0, 160.0, 640.0)
 USERS_PER_MARKET = 2000
 DAYS_GRID = (0.0, 7.0, 30.0)  # 0: every pair counts 1
 MIN_LAMBDA, MAX_LAMBDA = 0.5, 50_000.0
+FLAT = 1e-3  # a relative change below this, past the largest lambda tried: a plateau
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,7 +132,8 @@ def search_lambda(
     seen: dict[float, float] | None = None,
 ) -> tuple[float, float]:
     """The best lambda for ``score`` (higher is better) and its score: ``coarse``,
-    extended by 4x while the best is at an edge, then the best's neighbours 2x apart.
+    extended by 4x while the best is at an edge (upwards, a plateau within FLAT ends the
+    search), then the best's neighbours 2x apart.
     ``seen``: lambdas scored already (not scored again); filled in."""
     seen = {} if seen is None else seen
 
@@ -148,7 +150,11 @@ def search_lambda(
         if best == lowest and best / 4 >= MIN_LAMBDA:
             at(best / 4)
         elif best == highest and best * 4 <= MAX_LAMBDA:
-            at(best * 4)
+            # A block's weights shrink towards zero as lambda grows: where 4x more changes
+            # the score by less than FLAT, the curve is a plateau; larger lambdas only
+            # switch the block off further. Stop there.
+            if abs(at(best * 4) - seen[best]) <= FLAT * abs(seen[best]):
+                return best, seen[best]
         else:
             break
     best = max(seen, key=seen.__getitem__)

@@ -12,6 +12,7 @@ import pytest
 from training.baselines import Ease, EaseBlock, gram_matrix
 from training.closed_form import FALLBACK_DAYS, Blocks
 from training.closed_form_choice import (
+    FLAT,
     ClosedFormChoice,
     at_most,
     choose_closed_form,
@@ -38,6 +39,27 @@ def test_search_finds_the_peak_within_a_factor_of_two(peak: float) -> None:
     assert peak / 2 <= best <= peak * 2
     assert value == score(best)
     assert len(set(calls)) == len(calls) - 1  # each lambda fitted once (but the check)
+
+
+def test_search_stops_where_larger_lambdas_gain_nothing() -> None:
+    calls: list[float] = []
+
+    def score(lam: float) -> float:  # rises to 640, then flat to within FLAT / 2
+        calls.append(lam)
+        return min(lam, 640.0) / 640.0 + (FLAT / 2 if lam > 640 else 0.0)
+
+    best, value = search_lambda(score)
+    assert (best, value) == (640.0, 1.0)  # not 2560, which gains less than FLAT
+    assert sorted(calls) == [10.0, 40.0, 160.0, 640.0, 2560.0]  # no refinement on a plateau
+    # A peak upwards is still found and refined: the score falls past it, not flat.
+    calls.clear()
+
+    def peaked(lam: float) -> float:
+        calls.append(lam)
+        return -abs(np.log(lam / 20_000.0))
+
+    best, _ = search_lambda(peaked)
+    assert best == 20_480.0 and {40_960.0, 5_120.0} <= set(calls)
 
 
 def _config(split: Split, **settings: object) -> HybridConfig:
