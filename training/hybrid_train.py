@@ -198,8 +198,11 @@ def train_hybrid(
         )  # fmt: skip
     model = model.to(device)
     stages = _train_stages(model, work)
+    # The out-of-fold fits are the run's largest arrays (5 closed forms); the refit below
+    # needs the room of a closed form of its own.
+    del work, folds, sets
     chosen_lr = stages["pretrain"].lr
-    if chosen_lr is not None and not work.keep_start and set(cfg.lr_candidates) - {cfg.lr}:
+    if chosen_lr is not None and warm is None and set(cfg.lr_candidates) - {cfg.lr}:
         record_chosen(run_dir, pretrain_lr=chosen_lr)  # a rate was chosen
     log.info(
         "trained %d markets (closed form, pre-training, adaptation) in %.0f s",
@@ -208,6 +211,7 @@ def train_hybrid(
     )
     results = finish_run(run_dir, HybridScorer(name, model), split=split, cfg=cfg, stages=stages)
     if cfg.refit and not (run_dir / REFIT_FILE).is_file():  # a resumed run has it
+        del model, closed  # and the run's own closed form, evaluated now
         refit_closed_form(run_dir / REFIT_FILE, data, blocks)
     return results
 
