@@ -22,13 +22,18 @@ class NotRecorded(Exception):
     pass
 
 
-def replay(trials: list[dict[str, float | str]], block: str, days: float) -> tuple[float, int]:
-    """Today's choice of ``block``'s lambda from recorded trials -> (lambda, fits)."""
-    table = {
+def recorded(trials: list[dict[str, float | str]], block: str, days: float) -> dict[float, float]:
+    """``block``'s recorded fits, lambda -> validation score (the shared block's at ``days``)."""
+    return {
         float(t["lam"]): float(t["valid"])
         for t in trials
         if t["block"] == block and (block == "markets" or t["days"] == days)
     }
+
+
+def replay(trials: list[dict[str, float | str]], block: str, days: float) -> tuple[float, int]:
+    """Today's choice of ``block``'s lambda from recorded trials -> (lambda, fits)."""
+    table = recorded(trials, block, days)
     asked: set[float] = set()
 
     def score(lam: float) -> float:
@@ -53,11 +58,7 @@ def main(root: Path) -> int:
             then = choice.get(key)
             if then is None:
                 continue
-            fits_then = sum(
-                1
-                for t in trials
-                if t["block"] == block and (block == "markets" or t["days"] == days)
-            )
+            fits_then = len(recorded(trials, block, days))
             try:
                 now, fits = replay(trials, block, days)
             except NotRecorded as missing:

@@ -234,13 +234,12 @@ def evaluate_baselines(
 
             cfg = replace(neural or NeuMFTraining(), seed=seed)
             neumf = fit_nmf(split, cfg) if name == "nmf" else fit_forec(split, cfg)
-            for target in targets:
-                results.append(replace(evaluate(neumf, target), params=neumf.params))
+            results += [replace(r, params=neumf.params) for r in evaluate_sets(neumf, targets)]
         elif name == "m3rec":
             from training.m3rec import M3RecSettings, fit_m3rec
 
             m3rec = fit_m3rec(split, M3RecSettings(seed=seed))
-            results += [replace(evaluate(m3rec, t), params=m3rec.params) for t in targets]
+            results += [replace(r, params=m3rec.params) for r in evaluate_sets(m3rec, targets)]
         else:
             valid_sets = [build_eval_set(split, p, "valid", seed=seed) for p in protocols]
             tuned = tune_ease(split, valid_sets, per_market=name == "ease-per-market", grid=grid)
