@@ -70,6 +70,8 @@ class HybridTrainConfig:
     # Pre-training then goes on at these rates and keeps one only where it is better
     # under every validation protocol (training/hybrid_stage.py); (): ``lr`` alone.
     lr_candidates: tuple[float, ...] = (3e-3,)
+    # With two rates, keep the sum of their networks where it validates better still.
+    sum_networks: bool = True
     max_epochs: int = 30
     patience: int = 2  # epochs without a better validation metric, and at least:
     patience_steps: int = 150  # optimiser steps (small data sets have few an epoch)

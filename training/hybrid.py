@@ -45,6 +45,10 @@ class HybridConfig:
     n_heads: int = 4
     dropout: float = 0.3
     max_history: int = 50
+    # Networks side by side: the item table and market vectors are networks x d_model
+    # wide, and a dot product over the whole width is the sum of each network's own
+    # (pre-training sums the networks its two learning rates trained: summed_networks).
+    networks: int = 1
     neural: bool = True  # False: the closed-form scores alone, mixed per market
     global_ease: bool = True
     market_ease: bool = True
@@ -145,7 +149,7 @@ class HybridRecommender(nn.Module):
     def __init__(self, config: HybridConfig, closed_form: ClosedForm) -> None:
         super().__init__()
         self.config = config
-        d, rows = config.d_model, config.n_markets + 1
+        d, rows = config.d_model * config.networks, config.n_markets + 1
         for name, tensor in closed_form.tensors().items():
             self.register_buffer(name, tensor)
         self.global_size = closed_form.global_size
@@ -225,3 +229,31 @@ class HybridRecommender(nn.Module):
             users = self.user_vectors(histories, markets)
             network = self.catalogue_network_scores(users, markets)
         return self.combine(closed, network, markets)
+
+
+def summed_networks(
+    first: dict[str, Tensor], second: dict[str, Tensor], *, weight: float
+) -> dict[str, Tensor]:
+    """Learned weights of one model whose logits are about ``weight`` x ``first``'s plus
+    (1 - ``weight``) x ``second``'s (two models of one shape, no attention layers): the
+    networks side by side (``networks`` twice theirs), each scaled by the square root of
+    its share of the network's mix, so their dot products add up in those shares. The
+    mixes are averaged; item biases are set so that each market's bias term is the
+    weighted sum of the two exactly; the networks' terms are exact where the two mixes
+    are in the same ratio in every market (they are within a few percent in practice)."""
+    a, b = weight, 1.0 - weight
+    mix = {n: a * first[n] + b * second[n] for n in ("shared_mix", "market_mix")}
+    net = mix["shared_mix"][2]
+    share_a, share_b = a * first["shared_mix"][2] / net, b * second["shared_mix"][2] / net
+    out = dict(mix)
+    for name in ("items.weight", "market_vectors"):
+        out[name] = torch.cat([share_a.sqrt() * first[name], share_b.sqrt() * second[name]], 1)
+
+    def bias_term(w: dict[str, Tensor], share: float) -> Tensor:  # (M + 1, V)
+        network_mix = w["shared_mix"][2] + w["market_mix"][:, 2:]
+        return share * network_mix * (w["shared_bias"] + w["market_bias"])
+
+    per_market = (bias_term(first, a) + bias_term(second, b)) / (net + mix["market_mix"][:, 2:])
+    out["shared_bias"] = per_market[-1]  # the row of a market without parameters
+    out["market_bias"] = per_market - per_market[-1]
+    return out

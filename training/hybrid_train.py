@@ -98,13 +98,14 @@ class _Stages:
 
 def _train_stages(
     model: HybridRecommender, work: _Stages, ranks: Ranks = ONE
-) -> dict[str, StageState]:
-    """Pre-training, then each market's adaptation (stages finished earlier are loaded)."""
+) -> tuple[dict[str, StageState], HybridRecommender]:
+    """Pre-training, then each market's adaptation (stages finished earlier are loaded);
+    the trained model (pre-training may widen it: training/hybrid_stage.py)."""
     stage: dict[str, Any] = {"sets": work.sets, "folds": work.folds, "valid": work.valid}
     stage |= {"cfg": work.cfg, "ranks": ranks}
     every = list(range(len(work.markets)))
     stages: dict[str, StageState] = {}
-    stages["pretrain"] = pretrain(
+    stages["pretrain"], model = pretrain(
         model, run_dir=work.run_dir, markets=every,
         keep_start=work.keep_start, **stage,
     )  # fmt: skip
@@ -113,7 +114,7 @@ def _train_stages(
             f"adapt {code}", model, markets=[m], stage_dir=work.run_dir / "markets" / code,
             shared=False, **stage,
         )  # fmt: skip
-    return stages
+    return stages, model
 
 
 def _train_rank(ranks: Ranks, work: _Stages) -> None:
@@ -197,7 +198,9 @@ def train_hybrid(
             seed=cfg.seed, log_file=run_dir / LOG_FILE,
         )  # fmt: skip
     model = model.to(device)
-    stages = _train_stages(model, work)
+    stages, model = _train_stages(model, work)
+    if model.config.networks != model_cfg.networks:  # pre-training summed its networks
+        record_chosen(run_dir, networks=model.config.networks)
     # The out-of-fold fits are the run's largest arrays (5 closed forms); the refit below
     # needs the room of a closed form of its own.
     del work, folds, sets

@@ -135,6 +135,9 @@ def write_config(
         if recorded != _recipe_part(json.loads(text)):
             raise ValueError(f"{run_dir} holds a run with other settings; use another --out")
         chosen_before = {k: before[k] for k in CHOSEN_IN_TRAINING if k in before}
+        chosen_before |= {
+            k: before["model"][k] for k in CHOSEN_MODEL if k in before.get("chosen", [])
+        }
     path.write_text(text)
     if chosen_before:  # a resumed run keeps what it chose
         record_chosen(run_dir, **chosen_before)
@@ -144,24 +147,33 @@ def write_config(
 # What a run chooses while it trains (after config.json was written), top-level keys of
 # config.json also named in its "chosen"; a resumed run's recipe is compared without them.
 CHOSEN_IN_TRAINING = ("pretrain_lr",)
+# Model settings training may change (in config.json's "model", also named in "chosen").
+CHOSEN_MODEL = ("networks",)
 
 
 def record_chosen(run_dir: Path, **values: float) -> None:
-    """Add settings chosen during training (``CHOSEN_IN_TRAINING``) to config.json."""
+    """Add settings chosen during training (``CHOSEN_IN_TRAINING``, ``CHOSEN_MODEL``) to
+    config.json."""
     path = run_dir / "config.json"
     payload = json.loads(path.read_text())
-    unknown = set(values) - set(CHOSEN_IN_TRAINING)
+    unknown = set(values) - set(CHOSEN_IN_TRAINING) - set(CHOSEN_MODEL)
     if unknown:
         raise ValueError(f"not chosen in training: {sorted(unknown)}")
-    payload |= values
+    for name, value in values.items():
+        if name in CHOSEN_MODEL:
+            payload["model"][name] = value
+        else:
+            payload[name] = value
     payload["chosen"] = sorted(set(payload.get("chosen", [])) | set(values))
     path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def _recipe_part(payload: dict[str, Any]) -> dict[str, Any]:
     """config.json without what may differ between a run and its resumption."""
-    later = set(CHOSEN_IN_TRAINING)
+    later = set(CHOSEN_IN_TRAINING) | set(CHOSEN_MODEL)
     kept = {k: v for k, v in payload.items() if k not in later | {"nproc"}}
+    if "model" in kept:
+        kept["model"] = {k: v for k, v in kept["model"].items() if k not in CHOSEN_MODEL}
     chosen = [c for c in kept.pop("chosen", []) if c not in later]
     return kept | ({"chosen": chosen} if chosen else {})
 

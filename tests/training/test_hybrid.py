@@ -1,4 +1,5 @@
-"""The hybrid: its two scoring paths agree, and each market scores with its own rows."""
+"""The hybrid: its two scoring paths agree, each market scores with its own rows, and two
+networks summed side by side score as the weighted sum of the two models."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 
 from model_store.vocab import PAD
 from training.closed_form import Blocks, fit_closed_form
-from training.hybrid import HybridConfig, HybridRecommender
+from training.hybrid import HybridConfig, HybridRecommender, summed_networks
 from training.split import Split
 
 BLOCKS = Blocks(global_lambda=50.0, market_lambda=20.0)
@@ -15,10 +16,14 @@ BLOCKS = Blocks(global_lambda=50.0, market_lambda=20.0)
 
 @pytest.fixture(scope="module")
 def model(synth_split: Split) -> HybridRecommender:
+    return _random_model(synth_split, seed=0, n_layers=1)
+
+
+def _random_model(split: Split, *, seed: int, n_layers: int = 0) -> HybridRecommender:
     """A hybrid with random (not trained) learned parts, so every term counts."""
-    torch.manual_seed(0)
-    closed = fit_closed_form(synth_split, BLOCKS)
-    config = HybridConfig(n_items=synth_split.data.items.size, n_markets=3, d_model=16, n_layers=1)
+    torch.manual_seed(seed)
+    closed = fit_closed_form(split, BLOCKS)
+    config = HybridConfig(n_items=split.data.items.size, n_markets=3, d_model=16, n_layers=n_layers)
     model = HybridRecommender(config, closed).eval()
     with torch.no_grad():
         for name in ("shared_bias", "market_bias", "market_vectors", "market_mix"):
@@ -51,3 +56,29 @@ def test_markets_score_with_their_own_rows(model: HybridRecommender) -> None:
     with torch.no_grad():
         per_market = [model(history, candidates, torch.full((4,), m)) for m in range(4)]
     assert all((per_market[m] - per_market[3]).abs().max() > 1e-3 for m in range(3))
+
+
+def test_summed_networks_score_as_the_weighted_sum_of_the_two_models(synth_split: Split) -> None:
+    first, second = (_random_model(synth_split, seed=s) for s in (1, 2))
+    with torch.no_grad():  # the networks' mixes in one ratio in every market: exact
+        for m in (first, second):
+            m.shared_mix.copy_(torch.rand(3) * 5)
+            m.market_mix[:, 2] = 0.0
+    weights = summed_networks(
+        {n: p.detach() for n, p in first.named_parameters()},
+        {n: p.detach() for n, p in second.named_parameters()},
+        weight=0.7,
+    )
+    config = HybridConfig(**{**vars(first.config), "networks": 2})
+    summed = HybridRecommender(config, first.closed_form).eval()
+    with torch.no_grad():
+        for name, value in weights.items():
+            summed.get_parameter(name).copy_(value)
+        history, candidates, markets = _inputs(first.config.n_items, 9, 12, 40)
+        expected = 0.7 * first(history, candidates, markets) + 0.3 * second(
+            history, candidates, markets
+        )
+        torch.testing.assert_close(
+            summed(history, candidates, markets), expected, atol=1e-4, rtol=1e-5
+        )
+    assert summed.items.weight.shape[1] == 2 * first.items.weight.shape[1]
