@@ -23,12 +23,14 @@ class NotRecorded(Exception):
 
 
 def recorded(trials: list[dict[str, float | str]], block: str, days: float) -> dict[float, float]:
-    """``block``'s recorded fits, lambda -> validation score (the shared block's at ``days``)."""
-    return {
-        float(t["lam"]): float(t["valid"])
-        for t in trials
-        if t["block"] == block and (block == "markets" or t["days"] == days)
-    }
+    """``block``'s recorded fits, lambda -> validation score (the shared block's at
+    ``days``; the markets' blocks' at their best weight in the mix, as the search sees it)."""
+    table: dict[float, float] = {}
+    for t in trials:
+        if t["block"] == block and (block == "markets" or t["days"] == days):
+            lam, valid = float(t["lam"]), float(t["valid"])
+            table[lam] = max(valid, table.get(lam, valid))
+    return table
 
 
 def replay(trials: list[dict[str, float | str]], block: str, days: float) -> tuple[float, int]:

@@ -61,6 +61,16 @@ class HybridConfig:
     # the blocks' co-occurrences (training/closed_form.py); 0 days: every pair counts 1.
     cooccurrence_days: float | None = None
     cooccurrence_floor: float = 0.2
+    # The markets' blocks' starting weight in the mix (the shared block's is
+    # INITIAL_MIX[0]); None: chosen with their L2, else INITIAL_MIX[1].
+    market_ease_weight: float | None = None
+
+
+def start_mix(config: HybridConfig) -> tuple[float, float, float]:
+    """The mix a model starts from: INITIAL_MIX, the markets' blocks' weight as set."""
+    shared, market, network = INITIAL_MIX
+    given = config.market_ease_weight
+    return shared, market if given is None else given, network
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -161,7 +171,7 @@ class HybridRecommender(nn.Module):
             EncoderLayer(d, config.n_heads, config.dropout) for _ in range(config.n_layers)
         )
         self.drop = nn.Dropout(config.dropout)
-        self.shared_mix = nn.Parameter(torch.tensor(INITIAL_MIX))
+        self.shared_mix = nn.Parameter(torch.tensor(start_mix(config)))
         self.shared_bias = nn.Parameter(torch.zeros(config.n_items))
         # Each market's own parameters, one row per market; the last row stays zero.
         self.market_vectors = nn.Parameter(torch.zeros(rows, d))

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from training.baselines import Ease, EaseBlock, gram_matrix
-from training.closed_form import FALLBACK_DAYS, Blocks
+from training.closed_form import FALLBACK_DAYS, Blocks, fit_closed_form
 from training.closed_form_choice import (
     FLAT,
+    MARKET_WEIGHTS,
     ClosedFormChoice,
     at_most,
     choose_closed_form,
@@ -21,7 +22,7 @@ from training.closed_form_choice import (
     search_lambda,
 )
 from training.evaluate import evaluate
-from training.hybrid import HybridConfig
+from training.hybrid import INITIAL_MIX, HybridConfig, HybridRecommender
 from training.linalg import solve_ease
 from training.protocols import build_eval_set
 from training.split import Split
@@ -101,9 +102,19 @@ def test_settings_given_are_kept_and_the_rest_chosen(synth_split: Split) -> None
     assert {t.block for t in choice.trials} == {"shared", "markets"}
     assert {t.days for t in choice.trials if t.block == "markets"} == {choice.cooccurrence_days}
     assert choice.protocols == ("market",)
+    # Every markets' fit was scored at each weight in the mix; the chosen pair is the best.
+    markets = [t for t in choice.trials if t.block == "markets"]
+    assert {t.weight for t in markets} == set(MARKET_WEIGHTS)
+    assert len(markets) == len(MARKET_WEIGHTS) * len({t.lam for t in markets})
+    best = max(markets, key=lambda t: t.valid)
+    assert (choice.market_ease_lambda, choice.market_ease_weight) == (best.lam, best.weight)
     final = resolved(model, choice)
     assert final.ease_lambda == 33.0
     assert final.market_ease_lambda == choice.market_ease_lambda is not None
+    assert final.market_ease_weight == choice.market_ease_weight
+    assert HybridRecommender(final, fit_closed_form(synth_split, Blocks.of(final))).shared_mix[
+        1
+    ].item() == pytest.approx(best.weight)  # the model starts from the chosen weight
     assert not left_to_choose(final)
     blocks = Blocks.of(final)
     assert [blocks.lambda_of(m) for m in range(3)] == [choice.market_ease_lambda] * 3
@@ -130,6 +141,7 @@ def test_a_choice_survives_its_file_and_nothing_chosen_falls_back(
     assert ClosedFormChoice.load(tmp_path / "choice.json") == choice
     given = resolved(model, None)  # nothing chose: the fallbacks, as numbers
     assert given.cooccurrence_days == FALLBACK_DAYS and given.ease_lambda is not None
+    assert given.market_ease_weight == INITIAL_MIX[1]
 
 
 def test_at_most_keeps_that_many_users_of_each_market(synth_split: Split) -> None:

@@ -1,0 +1,108 @@
+"""Pre-training keeps the sum of its two rates' networks only where it validates better
+under every protocol than the rate chosen alone, and a resumed run finds it again.
+
+Validation is faked here (the decision around it is what is tested); that the sum
+scores as the weighted sum of the two models is tests/training/test_hybrid.py's.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from training import hybrid_stage
+from training.closed_form import Blocks, FoldFits, fit_closed_form
+from training.config import HybridTrainConfig
+from training.hybrid import HybridConfig, HybridRecommender, summed_networks
+from training.hybrid_examples import UserSets
+from training.hybrid_stage import PRETRAINED, learned, pretrain
+from training.protocols import build_eval_set
+from training.runs import StageState
+from training.split import Split
+
+RATES = (0.01, 0.003)
+ALONE = {"valid_market": 0.50, "valid_full": 0.30}  # the chosen rate at its best epoch
+
+
+def _run(split: Split, run_dir: Path) -> tuple[HybridRecommender, list[dict[str, Any]]]:
+    """A model and two trials' weights on disk, the first rate chosen into pretrained/."""
+    closed = fit_closed_form(split, Blocks(global_lambda=50.0, market_lambda=20.0))
+    config = HybridConfig(n_items=split.data.items.size, n_markets=3, d_model=8)
+    weights = []
+    for seed, lr in enumerate(RATES):
+        torch.manual_seed(seed)
+        model = HybridRecommender(config, closed)
+        trial = run_dir / "pretrain-trials" / f"lr-{lr:g}"
+        trial.mkdir(parents=True)
+        save_file(learned(model), trial / "best.safetensors")
+        state = StageState(epoch=1, best=0.4, best_epoch=1, done=True, lr=lr)
+        state.curve.append({"epoch": 1, **ALONE})
+        (trial / "stage.json").write_text(json.dumps(vars(state)))
+        weights.append(learned(model))
+    shutil.copytree(run_dir / "pretrain-trials" / f"lr-{RATES[0]:g}", run_dir / PRETRAINED)
+    return model, weights
+
+
+def _fake_validation(monkeypatch: pytest.MonkeyPatch, scores: list[tuple[float, float]]) -> None:
+    """Each call of evaluate_sets in hybrid_stage answers the next (market, full)."""
+    answers = iter(scores)
+
+    def evaluate_sets(*args: Any, **kwargs: Any) -> list[SimpleNamespace]:
+        return [SimpleNamespace(mean={"ndcg@10": s}) for s in next(answers)]
+
+    monkeypatch.setattr(hybrid_stage, "evaluate_sets", evaluate_sets)
+
+
+def _summed(model: HybridRecommender, split: Split, run_dir: Path) -> HybridRecommender:
+    trials = run_dir / "pretrain-trials"
+    tried = [
+        (lr, StageState(**json.loads((trials / f"lr-{lr:g}" / "stage.json").read_text())))
+        for lr in RATES
+    ]
+    valid = [build_eval_set(split, p, "valid") for p in ("market", "full")]
+    return hybrid_stage._summed(
+        model, tried, run_dir=run_dir, markets=[0, 1, 2], valid=valid,
+        cfg=HybridTrainConfig(), chosen=tried[0][1], ranks=hybrid_stage.ONE,
+    )  # fmt: skip
+
+
+def test_the_sum_is_kept_where_it_is_better_under_every_protocol(
+    synth_split: Split, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, (first, second) = _run(synth_split, tmp_path)
+    # Share 0.5 wins `market` only; 0.7 wins both: 0.7 is kept.
+    _fake_validation(monkeypatch, [(0.55, 0.29), (0.52, 0.31)])
+    summed = _summed(model, synth_split, tmp_path)
+    assert summed.config.networks == 2
+    kept = load_file(tmp_path / PRETRAINED / "best.safetensors")
+    for name, value in summed_networks(first, second, weight=0.7).items():
+        torch.testing.assert_close(kept[name], value)
+        torch.testing.assert_close(summed.get_parameter(name).detach(), value)
+    # A resumed run builds the wider model from pretrained/ without training again.
+    state = StageState(epoch=1, best=0.4, best_epoch=1, done=True, lr=RATES[0])
+    (tmp_path / PRETRAINED / "stage.json").write_text(json.dumps(vars(state)))
+    fold = np.zeros(synth_split.data.n_users, np.int64)
+    _, resumed = pretrain(
+        model, run_dir=tmp_path, sets=UserSets.build(synth_split, fold=fold, max_history=50),
+        folds=FoldFits(fold, ()), markets=[0, 1, 2], valid=[], cfg=HybridTrainConfig(),
+    )  # fmt: skip
+    assert resumed.config.networks == 2
+    torch.testing.assert_close(resumed.items.weight.detach(), kept["items.weight"])
+
+
+def test_the_rate_alone_is_kept_where_the_sum_loses_a_protocol(
+    synth_split: Split, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, _ = _run(synth_split, tmp_path)
+    before = (tmp_path / PRETRAINED / "best.safetensors").read_bytes()
+    _fake_validation(monkeypatch, [(0.60, 0.29), (0.50, 0.40)])  # one loses full, one ties
+    assert _summed(model, synth_split, tmp_path) is model
+    assert (tmp_path / PRETRAINED / "best.safetensors").read_bytes() == before
