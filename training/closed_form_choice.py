@@ -15,8 +15,8 @@ most ``USERS_PER_MARKET`` validation users of each market:
 2. the markets' blocks, mixed with the chosen shared block as the model starts
    (``INITIAL_MIX``): the same lambda search, one lambda for every market (a
    market's own would follow its few validation users: noise); then, at that
-   lambda, the markets' blocks' weight in the mix (``MARKET_WEIGHTS``; the model
-   starts from it: the learned mix moves little from its start).
+   lambda, the markets' blocks' share of the closed form's weight in the mix
+   (``MARKET_SHARES``; the model starts from it: the learned mix moves little).
 
 One Gram matrix per block and time scale serves every lambda (the co-occurrences
 are counted once). A factorisation is not shared: an eigendecomposition would serve
@@ -39,7 +39,7 @@ import numpy as np
 from training.baselines import Ease, EaseBlock, FloatArray
 from training.closed_form import Blocks, Cooccurrence, weighted_gram
 from training.evaluate import evaluate_sets
-from training.hybrid import INITIAL_MIX, HybridConfig, start_mix
+from training.hybrid import INITIAL_MIX, HybridConfig, start_share
 from training.linalg import solve_ease
 from training.protocols import EvalSet, Protocol, build_eval_set
 from training.split import Split
@@ -54,8 +54,8 @@ USERS_PER_MARKET = 2000
 DAYS_GRID = (0.0, 7.0, 30.0)  # 0: every pair counts 1
 MIN_LAMBDA, MAX_LAMBDA = 0.5, 50_000.0
 FLAT = 1e-3  # a relative change below this, past the largest lambda tried: a plateau
-# The markets' blocks' weights tried in the mix, the shared block's being INITIAL_MIX[0].
-MARKET_WEIGHTS = (INITIAL_MIX[1], 2 * INITIAL_MIX[1], 4 * INITIAL_MIX[1])
+# The markets' blocks' shares of the closed form's weight tried (INITIAL_MIX's is 1/3).
+MARKET_SHARES = (1 / 3, 1 / 2, 2 / 3)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,7 +65,7 @@ class Trial:
     block: str  # "shared", or "markets" (every market's block at one lambda)
     lam: float
     days: float
-    weight: float = 0.0  # the markets' blocks' weight in the mix ("markets" only)
+    share: float = 0.0  # the markets' blocks' share of the mix ("markets" only)
     valid: float  # mean NDCG@10 over the validation protocols
     seconds: float
 
@@ -80,7 +80,7 @@ class ClosedFormChoice:
     protocols: tuple[str, ...]  # the validation protocols that chose them
     trials: tuple[Trial, ...]
     seconds: float
-    market_ease_weight: float | None = None
+    market_ease_share: float | None = None
 
     def settings(self) -> dict[str, Any]:
         """What the choice sets in the model's settings."""
@@ -88,7 +88,7 @@ class ClosedFormChoice:
             "ease_lambda": self.ease_lambda,
             "market_ease_lambda": self.market_ease_lambda,
             "cooccurrence_days": self.cooccurrence_days,
-            "market_ease_weight": self.market_ease_weight,
+            "market_ease_share": self.market_ease_share,
         }
         return {name: value for name, value in chosen.items() if value is not None}
 
@@ -129,7 +129,7 @@ def left_to_choose(model: HybridConfig) -> bool:
         model.ease_lambda is None
         or model.cooccurrence_days is None
         or (model.market_ease_lambda is None and not model.market_ease_lambdas)
-        or (model.market_ease and model.market_ease_weight is None)
+        or (model.market_ease and model.market_ease_share is None)
     )
 
 
@@ -249,23 +249,25 @@ def choose_closed_form(
 
     # 2. The markets' blocks, one lambda for all (each market's own would follow its
     # few validation users), mixed with the shared block as the model starts: each fit
-    # is scored at every weight in the mix still open (scoring costs less than a fit).
-    market_lambda, market_weight = model.market_ease_lambda, model.market_ease_weight
+    # is scored at every share of the mix still open (scoring costs less than a fit).
+    market_lambda, market_share = model.market_ease_lambda, model.market_ease_share
     open_lambda = market_lambda is None and not model.market_ease_lambdas
-    if model.market_ease and (open_lambda or market_weight is None):
+    if model.market_ease and (open_lambda or market_share is None):
         own_grams = [weighted_gram(split, (m,), Cooccurrence(days, floor)) for m in every]
-        shared_part = [(INITIAL_MIX[0], shared_model)] if model.global_ease else []
-        weights = MARKET_WEIGHTS if market_weight is None else (market_weight,)
-        scored: dict[float, dict[float, float]] = {}  # lambda -> weight -> score
+        shares = MARKET_SHARES if market_share is None else (market_share,)
+        total = INITIAL_MIX[0] + INITIAL_MIX[1]
+        scored: dict[float, dict[float, float]] = {}  # lambda -> share -> score
 
         def market_score(lam: float) -> float:
             own = Ease("own", [block((m,), lam, own_grams[m]) for m in every])
             scored[lam] = {}
-            for weight in weights:
+            for share in shares:
                 start = time.perf_counter()
-                ndcg = _valid_ndcg(_Mix([*shared_part, (weight, own)]), valid, every)
-                trials.append(_trial("markets", lam, days, ndcg, start, weight=weight))
-                scored[lam][weight] = ndcg
+                parts = [(total * share, own)]
+                parts += [(total * (1 - share), shared_model)] if model.global_ease else []
+                ndcg = _valid_ndcg(_Mix(parts), valid, every)
+                trials.append(_trial("markets", lam, days, ndcg, start, share=share))
+                scored[lam][share] = ndcg
             return max(scored[lam].values())
 
         if open_lambda:
@@ -273,21 +275,21 @@ def choose_closed_form(
         else:
             market_lambda = Blocks.of(model).market_lambda
             ndcg = market_score(market_lambda)
-        best_weight = max(scored[market_lambda], key=scored[market_lambda].__getitem__)
+        best_share = max(scored[market_lambda], key=scored[market_lambda].__getitem__)
         log.info(
-            "closed form, markets' blocks: lambda %g, weight %g (valid NDCG@10 %.4f)",
-            market_lambda, best_weight, ndcg,
+            "closed form, markets' blocks: lambda %g, share %.2f (valid NDCG@10 %.4f)",
+            market_lambda, best_share, ndcg,
         )  # fmt: skip
-        market_weight = best_weight if model.market_ease_weight is None else None
+        market_share = best_share if model.market_ease_share is None else None
         market_lambda = market_lambda if open_lambda else None
     else:
-        market_lambda = market_weight = None
+        market_lambda = market_share = None
     seconds = time.perf_counter() - started
     log.info("closed form settings chosen on validation in %.0f s, %d fits", seconds, len(trials))
     return ClosedFormChoice(
         ease_lambda=global_lambda if model.ease_lambda is None else None,
         market_ease_lambda=market_lambda,
-        market_ease_weight=market_weight,
+        market_ease_share=market_share,
         cooccurrence_days=days if model.cooccurrence_days is None else None,
         protocols=tuple(v.protocol for v in valid),
         trials=tuple(trials),
@@ -308,14 +310,14 @@ def at_most(valid: EvalSet, per_market: int, *, seed: int = 0) -> EvalSet:
 
 
 def _trial(
-    block: str, lam: float, days: float, ndcg: float, start: float, *, weight: float = 0.0
+    block: str, lam: float, days: float, ndcg: float, start: float, *, share: float = 0.0
 ) -> Trial:
     seconds = time.perf_counter() - start
     log.info(
         "closed form trial: %s block, days %g, lambda %g%s: valid NDCG@10 %.4f (%.1f s)",
-        block, days, lam, f", weight {weight:g}" if weight else "", ndcg, seconds,
+        block, days, lam, f", share {share:.2f}" if share else "", ndcg, seconds,
     )  # fmt: skip
-    return Trial(block=block, lam=lam, days=days, valid=ndcg, seconds=seconds, weight=weight)
+    return Trial(block=block, lam=lam, days=days, valid=ndcg, seconds=seconds, share=share)
 
 
 def resolved(model: HybridConfig, choice: ClosedFormChoice | None) -> HybridConfig:
@@ -328,5 +330,5 @@ def resolved(model: HybridConfig, choice: ClosedFormChoice | None) -> HybridConf
         ease_lambda=blocks.global_lambda,
         market_ease_lambda=blocks.market_lambda,
         cooccurrence_days=blocks.cooccurrence.days,
-        market_ease_weight=start_mix(model)[1],
+        market_ease_share=start_share(model),
     )

@@ -61,16 +61,25 @@ class HybridConfig:
     # the blocks' co-occurrences (training/closed_form.py); 0 days: every pair counts 1.
     cooccurrence_days: float | None = None
     cooccurrence_floor: float = 0.2
-    # The markets' blocks' starting weight in the mix (the shared block's is
-    # INITIAL_MIX[0]); None: chosen with their L2, else INITIAL_MIX[1].
-    market_ease_weight: float | None = None
+    # The markets' blocks' share of the closed form's weight in the mix the model starts
+    # from (the shared block has the rest; the two weigh INITIAL_MIX[0] + INITIAL_MIX[1]
+    # together, which keeps the softmax's scale); None: INITIAL_MIX's (1/3).
+    market_ease_share: float | None = None
 
 
 def start_mix(config: HybridConfig) -> tuple[float, float, float]:
-    """The mix a model starts from: INITIAL_MIX, the markets' blocks' weight as set."""
+    """The mix a model starts from: INITIAL_MIX, the closed form's weight shared between
+    its blocks as ``market_ease_share`` says."""
     shared, market, network = INITIAL_MIX
-    given = config.market_ease_weight
-    return shared, market if given is None else given, network
+    share = start_share(config)
+    return (shared + market) * (1 - share), (shared + market) * share, network
+
+
+def start_share(config: HybridConfig) -> float:
+    """The markets' blocks' share of the closed form's starting weight."""
+    shared, market, _ = INITIAL_MIX
+    given = config.market_ease_share
+    return market / (shared + market) if given is None else given
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,7 +13,7 @@ from training.baselines import Ease, EaseBlock, gram_matrix
 from training.closed_form import FALLBACK_DAYS, Blocks, fit_closed_form
 from training.closed_form_choice import (
     FLAT,
-    MARKET_WEIGHTS,
+    MARKET_SHARES,
     ClosedFormChoice,
     at_most,
     choose_closed_form,
@@ -102,19 +102,20 @@ def test_settings_given_are_kept_and_the_rest_chosen(synth_split: Split) -> None
     assert {t.block for t in choice.trials} == {"shared", "markets"}
     assert {t.days for t in choice.trials if t.block == "markets"} == {choice.cooccurrence_days}
     assert choice.protocols == ("market",)
-    # Every markets' fit was scored at each weight in the mix; the chosen pair is the best.
+    # Every markets' fit was scored at each share of the mix; the chosen pair is the best.
     markets = [t for t in choice.trials if t.block == "markets"]
-    assert {t.weight for t in markets} == set(MARKET_WEIGHTS)
-    assert len(markets) == len(MARKET_WEIGHTS) * len({t.lam for t in markets})
+    assert {t.share for t in markets} == set(MARKET_SHARES)
+    assert len(markets) == len(MARKET_SHARES) * len({t.lam for t in markets})
     best = max(markets, key=lambda t: t.valid)
-    assert (choice.market_ease_lambda, choice.market_ease_weight) == (best.lam, best.weight)
+    assert (choice.market_ease_lambda, choice.market_ease_share) == (best.lam, best.share)
     final = resolved(model, choice)
     assert final.ease_lambda == 33.0
     assert final.market_ease_lambda == choice.market_ease_lambda is not None
-    assert final.market_ease_weight == choice.market_ease_weight
-    assert HybridRecommender(final, fit_closed_form(synth_split, Blocks.of(final))).shared_mix[
-        1
-    ].item() == pytest.approx(best.weight)  # the model starts from the chosen weight
+    assert final.market_ease_share == choice.market_ease_share
+    # The model starts from the chosen share, the closed form's weight as INITIAL_MIX's.
+    mix = HybridRecommender(final, fit_closed_form(synth_split, Blocks.of(final))).shared_mix
+    total = INITIAL_MIX[0] + INITIAL_MIX[1]
+    assert mix.tolist() == pytest.approx([total * (1 - best.share), total * best.share, 1.0])
     assert not left_to_choose(final)
     blocks = Blocks.of(final)
     assert [blocks.lambda_of(m) for m in range(3)] == [choice.market_ease_lambda] * 3
@@ -141,7 +142,7 @@ def test_a_choice_survives_its_file_and_nothing_chosen_falls_back(
     assert ClosedFormChoice.load(tmp_path / "choice.json") == choice
     given = resolved(model, None)  # nothing chose: the fallbacks, as numbers
     assert given.cooccurrence_days == FALLBACK_DAYS and given.ease_lambda is not None
-    assert given.market_ease_weight == INITIAL_MIX[1]
+    assert given.market_ease_share == pytest.approx(1 / 3)  # INITIAL_MIX's
 
 
 def test_at_most_keeps_that_many_users_of_each_market(synth_split: Split) -> None:

@@ -138,7 +138,7 @@ def test_a_hybrid_run_is_one_graph_for_every_market(
     assert manifest.model["d_model"] == 32
     # Its closed form's settings were chosen on validation. By default a version holds
     # the closed form refitted on every row; tiny-1 holds the held-out run's.
-    closed_form = {"ease_lambda", "cooccurrence_days", "market_ease_lambda", "market_ease_weight"}
+    closed_form = {"ease_lambda", "cooccurrence_days", "market_ease_lambda", "market_ease_share"}
     assert set(manifest.chosen) == closed_form | {"pretrain_lr"}
     run_config = json.loads((tiny_run / "config.json").read_text())
     assert manifest.train["pretrain_lr"] == run_config["pretrain_lr"]
