@@ -24,7 +24,7 @@ class NotRecorded(Exception):
 
 def recorded(trials: list[dict[str, float | str]], block: str, days: float) -> dict[float, float]:
     """``block``'s recorded fits, lambda -> validation score (the shared block's at
-    ``days``; the markets' blocks' at their best weight in the mix, as the search sees it)."""
+    ``days``; the markets' blocks' at their best share of the mix, as the search sees it)."""
     table: dict[float, float] = {}
     for t in trials:
         if t["block"] == block and (block == "markets" or t["days"] == days):
