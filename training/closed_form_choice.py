@@ -285,7 +285,8 @@ def choose_closed_form(
     else:
         market_lambda = market_share = None
     seconds = time.perf_counter() - started
-    log.info("closed form settings chosen on validation in %.0f s, %d fits", seconds, len(trials))
+    fits = len({(t.block, t.lam, t.days) for t in trials})  # a markets' fit, at every share
+    log.info("closed form settings chosen on validation in %.0f s, %d fits", seconds, fits)
     return ClosedFormChoice(
         ease_lambda=global_lambda if model.ease_lambda is None else None,
         market_ease_lambda=market_lambda,
