@@ -257,9 +257,11 @@ def choose_closed_form(
         shares = MARKET_SHARES if market_share is None else (market_share,)
         total = INITIAL_MIX[0] + INITIAL_MIX[1]
         scored: dict[float, dict[float, float]] = {}  # lambda -> share -> score
+        given = Blocks.of(model)  # lambdas given: each market's own, if the recipe has them
 
         def market_score(lam: float) -> float:
-            own = Ease("own", [block((m,), lam, own_grams[m]) for m in every])
+            lams = [lam if open_lambda else given.lambda_of(m) for m in every]
+            own = Ease("own", [block((m,), lams[m], own_grams[m]) for m in every])
             scored[lam] = {}
             for share in shares:
                 start = time.perf_counter()
@@ -273,7 +275,7 @@ def choose_closed_form(
         if open_lambda:
             market_lambda, ndcg = search_lambda(market_score)
         else:
-            market_lambda = Blocks.of(model).market_lambda
+            market_lambda = given.market_lambda
             ndcg = market_score(market_lambda)
         best_share = max(scored[market_lambda], key=scored[market_lambda].__getitem__)
         log.info(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -122,6 +123,51 @@ def test_settings_given_are_kept_and_the_rest_chosen(synth_split: Split) -> None
     # A market's own lambda is kept when given, whatever the choice.
     given = Blocks.of(replace(final, market_ease_lambdas=(1.0, 2.0, 3.0)))
     assert [given.lambda_of(m) for m in range(3)] == [1.0, 2.0, 3.0]
+
+
+def test_the_share_is_chosen_with_each_markets_own_lambda_when_given(
+    synth_split: Split,
+) -> None:
+    valid = [build_eval_set(synth_split, "full", "valid")]
+    own_lambdas = (1.0, 200.0, 5000.0)
+    model = _config(
+        synth_split, ease_lambda=20.0, cooccurrence_days=0.0, market_ease_lambdas=own_lambdas
+    )
+    choice = choose_closed_form(synth_split, model, valid)
+    assert choice.settings().keys() == {"market_ease_share"}  # the rest was given
+    every = tuple(range(3))
+
+    def ease(markets: tuple[int, ...], lam: float) -> Ease:
+        items, gram = gram_matrix(synth_split, markets)
+        return Ease(
+            "e", [EaseBlock(markets=markets, items=items, weights=solve_ease(gram, lam), lam=lam)]
+        )
+
+    shared = ease(every, 20.0)
+    own = [ease((m,), own_lambdas[m]) for m in every]
+
+    class Mixed:
+        name = "mixed"
+
+        def __init__(self, share: float) -> None:
+            self.share = share
+
+        def score(self, histories: Any, candidates: Any, markets: Any) -> Any:
+            total = INITIAL_MIX[0] + INITIAL_MIX[1]
+            out = total * (1 - self.share) * shared.score(histories, candidates, markets)
+            for m in every:  # each market's users, by its own block
+                rows = markets == m
+                out[rows] += (
+                    total
+                    * self.share
+                    * own[m].score(histories[rows], candidates[rows], markets[rows])
+                )
+            return out
+
+    trials = [t for t in choice.trials if t.block == "markets"]
+    assert {t.share for t in trials} == set(MARKET_SHARES)
+    for t in trials:  # scored with the lambdas given, market by market
+        assert t.valid == pytest.approx(evaluate(Mixed(t.share), valid[0]).mean["ndcg@10"])
 
 
 def test_data_without_dates_tries_plain_cooccurrences_only(synth_split: Split) -> None:
