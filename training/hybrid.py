@@ -268,9 +268,9 @@ def summed_networks(
     for name in ("items.weight", "market_vectors"):
         out[name] = torch.cat([share_a.sqrt() * first[name], share_b.sqrt() * second[name]], 1)
 
-    def bias_term(w: dict[str, Tensor], share: float) -> Tensor:  # (M + 1, V)
+    def bias_term(w: dict[str, Tensor], weight: float) -> Tensor:  # (M + 1, V)
         network_mix = w["shared_mix"][2] + w["market_mix"][:, 2:]
-        return share * network_mix * (w["shared_bias"] + w["market_bias"])
+        return weight * network_mix * (w["shared_bias"] + w["market_bias"])
 
     per_market = (bias_term(first, a) + bias_term(second, b)) / (net + mix["market_mix"][:, 2:])
     out["shared_bias"] = per_market[-1]  # the row of a market without parameters

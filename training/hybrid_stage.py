@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from training.closed_form import FoldFits
@@ -293,8 +294,9 @@ def _summed(
 
 
 def _networks_in(path: Path, config: HybridConfig) -> int:
-    """How many networks side by side saved weights hold."""
-    return int(load_file(path)["items.weight"].shape[1]) // config.d_model
+    """How many networks side by side saved weights hold (read from the header alone)."""
+    with safe_open(path, "pt") as saved:
+        return int(saved.get_slice("items.weight").get_shape()[1]) // config.d_model
 
 
 def _with_networks(
