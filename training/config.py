@@ -72,6 +72,9 @@ class HybridTrainConfig:
     lr_candidates: tuple[float, ...] = (3e-3,)
     # With two rates, keep the sum of their networks where it validates better still.
     sum_networks: bool = True
+    # And each network at these shares of its learned weight in the mix, kept likewise;
+    # (): the learned weight alone.
+    network_scales: tuple[float, ...] = (0.5,)
     max_epochs: int = 30
     patience: int = 2  # epochs without a better validation metric, and at least:
     patience_steps: int = 150  # optimiser steps (small data sets have few an epoch)

@@ -250,6 +250,16 @@ class HybridRecommender(nn.Module):
         return self.combine(closed, network, markets)
 
 
+def scaled_network(weights: dict[str, Tensor], scale: float) -> dict[str, Tensor]:
+    """Learned weights whose network term (dot product and item bias) is ``scale`` x
+    ``weights``'s in every market: the mix's network column scaled."""
+    out = dict(weights)
+    for name in ("shared_mix", "market_mix"):
+        out[name] = weights[name].clone()
+        out[name][..., 2] *= scale
+    return out
+
+
 def summed_networks(
     first: dict[str, Tensor], second: dict[str, Tensor], *, weight: float
 ) -> dict[str, Tensor]:

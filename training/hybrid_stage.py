@@ -9,8 +9,9 @@ weights the rate before kept: on small catalogues a few hundred steps at the def
 rate leave the network unlearned, while on XMarket a faster rate trades `full` for
 `market`. A candidate's weights replace the default's only where they are better under
 every validation protocol; its stage folder becomes pretrained/. With two rates, the sum
-of their two networks (an ensemble in one graph: training/hybrid.py ``summed_networks``)
-is kept instead where it is better again under every protocol.
+of their two networks (an ensemble in one graph: training/hybrid.py ``summed_networks``),
+and either network at a smaller weight in the mix, replace it where better again under
+every protocol.
 """
 
 from __future__ import annotations
@@ -26,16 +27,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from training.closed_form import FoldFits
 from training.config import HybridTrainConfig
 from training.distributed import ONE, Ranks
 from training.evaluate import evaluate_sets
-from training.hybrid import HybridConfig, HybridRecommender, summed_networks
+from training.hybrid import HybridRecommender
 from training.hybrid_epoch import EpochData, HybridStep, train_epoch
 from training.hybrid_examples import UserSets
+from training.network_choice import choose_network, networks_in, with_networks
 from training.predict import HybridScorer
 from training.protocols import EvalSet
 from training.runs import StageState
@@ -46,8 +47,6 @@ PRETRAINED = "pretrained"  # the pre-training stage's folder in a run
 
 # Per-market parameter rows: what adaptation trains, and what a market stage saves.
 MARKET_ROWS = ("market_vectors", "market_bias", "market_mix")
-# The first (default) rate's share when pre-training sums its two rates' networks.
-SUM_SHARES = (0.5, 0.7)
 
 
 def run_hybrid_stage(
@@ -191,9 +190,10 @@ def pretrain(
 ) -> tuple[StageState, HybridRecommender]:
     """Pre-training at ``cfg.lr``, then at each of ``cfg.lr_candidates`` in turn, each
     going on from the best weights of the one before; run_dir/pretrained/ holds the
-    chosen one (``choose_lr``), or the sum of the two rates' networks (``_summed``).
-    A warm start (``keep_start``) trains at ``cfg.lr`` alone. Returns the stage's state
-    and the model, a new one (twice the networks) where the sum was kept."""
+    chosen one (``choose_lr``), or what ``_network_choice`` keeps instead (the sum of
+    the two rates' networks, the network at a smaller weight). A warm start
+    (``keep_start``) trains at ``cfg.lr`` alone. Returns the stage's state and the
+    model, a new one (twice the networks) where a sum was kept."""
     final = run_dir / PRETRAINED
 
     def stage(name: str, stage_dir: Path, lr: float) -> StageState:
@@ -206,7 +206,7 @@ def pretrain(
     rates = [cfg.lr] if keep_start else list(dict.fromkeys([cfg.lr, *cfg.lr_candidates]))
     if len(rates) == 1 or _finished(final):
         if _finished(final):  # a resumed run: its networks may have been summed
-            model = _with_networks(model, _networks_in(final / "best.safetensors", model.config))
+            model = with_networks(model, networks_in(final / "best.safetensors", model.config))
         return stage("pretrain", final, cfg.lr), model
     tried: list[tuple[float, StageState]] = []
     for lr in rates:  # each stage ends holding its best weights, on every rank
@@ -233,86 +233,14 @@ def pretrain(
         shutil.copytree(_trial_dir(run_dir, lr), final)
         _load_stage(model, final / "best.safetensors", markets=markets, shared=True)
     ranks.copy_from_main(model)
-    if cfg.sum_networks and len(tried) == 2:
-        model = _summed(
-            model, tried, run_dir=run_dir, markets=markets, valid=valid, cfg=cfg,
-            chosen=state, ranks=ranks,
+    if cfg.sum_networks or cfg.network_scales:
+        trials = [_trial_dir(run_dir, r) / "best.safetensors" for r, _ in tried]
+        model = choose_network(
+            model, learned(model), trials=trials if len(tried) == 2 else [],
+            alone=_at_best(state, protocols), final=final / "best.safetensors",
+            markets=markets, valid=valid, cfg=cfg, ranks=ranks,
         )  # fmt: skip
     return state, model
-
-
-def _summed(
-    model: HybridRecommender,
-    tried: Sequence[tuple[float, StageState]],
-    *,
-    run_dir: Path,
-    markets: Sequence[int],
-    valid: Sequence[EvalSet],
-    cfg: HybridTrainConfig,
-    chosen: StageState,
-    ranks: Ranks,
-) -> HybridRecommender:
-    """The two rates' networks summed (``summed_networks``, the first rate's share one of
-    SUM_SHARES) where that is better under every validation protocol than the rate chosen
-    alone: on some data the rates trade one protocol for the other, and the sum of their
-    networks is an ensemble of the two. pretrained/ then holds the sum."""
-    config = model.config
-    if config.n_layers or not config.neural or config.networks != 1:
-        return model  # attention over the history would mix the summed networks
-    final = run_dir / PRETRAINED / "best.safetensors"
-    share = None
-    if ranks.main:
-        protocols = [v.protocol for v in valid]
-        alone = _at_best(chosen, protocols)
-        first, second = (load_file(_trial_dir(run_dir, lr) / "best.safetensors") for lr, _ in tried)
-        best: tuple[float, dict[str, torch.Tensor]] | None = None
-        for s in SUM_SHARES:
-            weights = summed_networks(first, second, weight=s)
-            scorer = HybridScorer("summed", _with_networks(model, 2, weights))
-            results = evaluate_sets(scorer, valid, markets=markets)
-            scores = [r.mean[cfg.valid_metric] for r in results]
-            log.info(
-                "pre-training's networks summed, %g of the first rate's: valid %s %s",
-                s, cfg.valid_metric,
-                " / ".join(f"{p} {v:.4f}" for p, v in zip(protocols, scores, strict=True)),
-            )  # fmt: skip
-            mean = float(np.mean(scores))
-            if all(a > b for a, b in zip(scores, alone, strict=True)) and (
-                best is None or mean > best[0]
-            ):
-                best, share = (mean, weights), s
-        if best is not None:
-            save_file(best[1], final)
-        log.info(
-            "pre-training keeps %s",
-            "the chosen rate's network alone" if share is None else f"the sum ({share:g})",
-        )
-    share = ranks.from_main(share)
-    if share is None:
-        return model
-    return _with_networks(model, 2, load_file(final))
-
-
-def _networks_in(path: Path, config: HybridConfig) -> int:
-    """How many networks side by side saved weights hold (read from the header alone)."""
-    with safe_open(path, "pt") as saved:
-        return int(saved.get_slice("items.weight").get_shape()[1]) // config.d_model
-
-
-def _with_networks(
-    model: HybridRecommender, networks: int, weights: dict[str, torch.Tensor] | None = None
-) -> HybridRecommender:
-    """``model`` (``weights`` given: a new model with them) with ``networks`` side by side
-    and the same closed form, on the same device."""
-    if networks == model.config.networks and weights is None:
-        return model
-    config = dataclasses.replace(model.config, networks=networks)
-    device = next(model.parameters()).device
-    out = HybridRecommender(config, model.closed_form).to(device)
-    with torch.no_grad():
-        for name, value in (weights or {}).items():
-            out.get_parameter(name).copy_(value)
-    return out
 
 
 def _trial_dir(run_dir: Path, lr: float) -> Path:

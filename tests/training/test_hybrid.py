@@ -1,5 +1,6 @@
-"""The hybrid: its two scoring paths agree, each market scores with its own rows, and two
-networks summed side by side score as the weighted sum of the two models."""
+"""The hybrid: its two scoring paths agree, each market scores with its own rows, two
+networks summed side by side score as the weighted sum of the two models, and a network
+scaled in the mix scales its term of the logits alone."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 
 from model_store.vocab import PAD
 from training.closed_form import Blocks, fit_closed_form
-from training.hybrid import HybridConfig, HybridRecommender, summed_networks
+from training.hybrid import HybridConfig, HybridRecommender, scaled_network, summed_networks
 from training.split import Split
 
 BLOCKS = Blocks(global_lambda=50.0, market_lambda=20.0)
@@ -82,3 +83,20 @@ def test_summed_networks_score_as_the_weighted_sum_of_the_two_models(synth_split
             summed(history, candidates, markets), expected, atol=1e-4, rtol=1e-5
         )
     assert summed.items.weight.shape[1] == 2 * first.items.weight.shape[1]
+
+
+def test_a_scaled_network_scales_the_network_term_alone(model: HybridRecommender) -> None:
+    weights = {n: p.detach().clone() for n, p in model.named_parameters()}
+    history, candidates, markets = _inputs(model.config.n_items, 9, 12, 40)
+
+    def logits(scale: float) -> torch.Tensor:
+        scaled = HybridRecommender(model.config, model.closed_form).eval()
+        for name, value in scaled_network(weights, scale).items():
+            scaled.get_parameter(name).detach().copy_(value)
+        with torch.no_grad():
+            return scaled(history, candidates, markets)
+
+    whole, none, half = logits(1.0), logits(0.0), logits(0.5)
+    assert (whole - none).abs().max() > 1e-2  # the network counts
+    torch.testing.assert_close(half, (whole + none) / 2, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(weights["shared_mix"], model.shared_mix.detach())  # not in place

@@ -1,8 +1,10 @@
-"""Pre-training keeps the sum of its two rates' networks only where it validates better
-under every protocol than the rate chosen alone, and a resumed run finds it again.
+"""Pre-training keeps the sum of its two rates' networks, or a network at a smaller
+weight, only where it validates better under every protocol than the rate chosen alone,
+and a resumed run finds it again.
 
-Validation is faked here (the decision around it is what is tested); that the sum
-scores as the weighted sum of the two models is tests/training/test_hybrid.py's.
+Validation is faked here (the decision around it is what is tested); that the sum scores
+as the weighted sum of the two models, and a scaled network as its share, is
+tests/training/test_hybrid.py's.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from training import hybrid_stage
+from training import network_choice
 from training.closed_form import Blocks, FoldFits, fit_closed_form
 from training.config import HybridTrainConfig
-from training.hybrid import HybridConfig, HybridRecommender, summed_networks
+from training.distributed import ONE
+from training.hybrid import HybridConfig, HybridRecommender, scaled_network, summed_networks
 from training.hybrid_examples import UserSets
 from training.hybrid_stage import PRETRAINED, learned, pretrain
 from training.protocols import build_eval_set
@@ -30,6 +33,9 @@ from training.split import Split
 
 RATES = (0.01, 0.003)
 ALONE = {"valid_market": 0.50, "valid_full": 0.30}  # the chosen rate at its best epoch
+# The order candidates are validated in (default settings): the chosen rate's network at
+# half its weight, then each sum (0.5, then 0.7 of the first rate's) whole and at half.
+LOSES = (0.49, 0.31)  # worse under `market` than the rate alone
 
 
 def _run(split: Split, run_dir: Path) -> tuple[HybridRecommender, list[dict[str, Any]]]:
@@ -52,25 +58,22 @@ def _run(split: Split, run_dir: Path) -> tuple[HybridRecommender, list[dict[str,
 
 
 def _fake_validation(monkeypatch: pytest.MonkeyPatch, scores: list[tuple[float, float]]) -> None:
-    """Each call of evaluate_sets in hybrid_stage answers the next (market, full)."""
+    """Each call of evaluate_sets in network_choice answers the next (market, full)."""
     answers = iter(scores)
 
     def evaluate_sets(*args: Any, **kwargs: Any) -> list[SimpleNamespace]:
         return [SimpleNamespace(mean={"ndcg@10": s}) for s in next(answers)]
 
-    monkeypatch.setattr(hybrid_stage, "evaluate_sets", evaluate_sets)
+    monkeypatch.setattr(network_choice, "evaluate_sets", evaluate_sets)
 
 
-def _summed(model: HybridRecommender, split: Split, run_dir: Path) -> HybridRecommender:
+def _choose(model: HybridRecommender, split: Split, run_dir: Path) -> HybridRecommender:
     trials = run_dir / "pretrain-trials"
-    tried = [
-        (lr, StageState(**json.loads((trials / f"lr-{lr:g}" / "stage.json").read_text())))
-        for lr in RATES
-    ]
     valid = [build_eval_set(split, p, "valid") for p in ("market", "full")]
-    return hybrid_stage._summed(
-        model, tried, run_dir=run_dir, markets=[0, 1, 2], valid=valid,
-        cfg=HybridTrainConfig(), chosen=tried[0][1], ranks=hybrid_stage.ONE,
+    return network_choice.choose_network(
+        model, learned(model), trials=[trials / f"lr-{lr:g}" / "best.safetensors" for lr in RATES],
+        alone=list(ALONE.values()), final=run_dir / PRETRAINED / "best.safetensors",
+        markets=[0, 1, 2], valid=valid, cfg=HybridTrainConfig(), ranks=ONE,
     )  # fmt: skip
 
 
@@ -78,9 +81,9 @@ def test_the_sum_is_kept_where_it_is_better_under_every_protocol(
     synth_split: Split, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model, (first, second) = _run(synth_split, tmp_path)
-    # Share 0.5 wins `market` only; 0.7 wins both: 0.7 is kept.
-    _fake_validation(monkeypatch, [(0.55, 0.29), (0.52, 0.31)])
-    summed = _summed(model, synth_split, tmp_path)
+    # Share 0.5 wins `market` only; 0.7 wins both, better whole than at half: 0.7 is kept.
+    _fake_validation(monkeypatch, [LOSES, (0.55, 0.29), (0.54, 0.29), (0.52, 0.31), (0.51, 0.305)])
+    summed = _choose(model, synth_split, tmp_path)
     assert summed.config.networks == 2
     kept = load_file(tmp_path / PRETRAINED / "best.safetensors")
     for name, value in summed_networks(first, second, weight=0.7).items():
@@ -98,11 +101,37 @@ def test_the_sum_is_kept_where_it_is_better_under_every_protocol(
     torch.testing.assert_close(resumed.items.weight.detach(), kept["items.weight"])
 
 
-def test_the_rate_alone_is_kept_where_the_sum_loses_a_protocol(
+def test_a_network_at_half_its_weight_is_kept_where_it_is_better_under_every_protocol(
+    synth_split: Split, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, (first, second) = _run(synth_split, tmp_path)
+    # The sum at 0.5 loses `full` whole and wins both at half its weight.
+    _fake_validation(monkeypatch, [LOSES, (0.56, 0.29), (0.54, 0.31), LOSES, LOSES])
+    summed = _choose(model, synth_split, tmp_path)
+    assert summed.config.networks == 2
+    expected = scaled_network(summed_networks(first, second, weight=0.5), 0.5)
+    for name, value in expected.items():
+        torch.testing.assert_close(summed.get_parameter(name).detach(), value)
+
+
+def test_the_chosen_network_at_half_its_weight_stays_one_network(
+    synth_split: Split, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, _ = _run(synth_split, tmp_path)
+    chosen = learned(model)
+    _fake_validation(monkeypatch, [(0.51, 0.31), LOSES, LOSES, LOSES, LOSES])
+    halved = _choose(model, synth_split, tmp_path)
+    assert halved is not model and halved.config.networks == 1
+    for name, value in scaled_network(chosen, 0.5).items():
+        torch.testing.assert_close(halved.get_parameter(name).detach(), value)
+
+
+def test_the_rate_alone_is_kept_where_every_candidate_loses_a_protocol(
     synth_split: Split, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model, _ = _run(synth_split, tmp_path)
     before = (tmp_path / PRETRAINED / "best.safetensors").read_bytes()
-    _fake_validation(monkeypatch, [(0.60, 0.29), (0.50, 0.40)])  # one loses full, one ties
-    assert _summed(model, synth_split, tmp_path) is model
+    # Each loses `market` or `full`, or ties one.
+    _fake_validation(monkeypatch, [LOSES, (0.60, 0.29), (0.50, 0.40), (0.51, 0.30), LOSES])
+    assert _choose(model, synth_split, tmp_path) is model
     assert (tmp_path / PRETRAINED / "best.safetensors").read_bytes() == before
