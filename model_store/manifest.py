@@ -52,7 +52,8 @@ class Manifest:
     created_at: str  # ISO-8601, UTC
     schema_version: int = SCHEMA_VERSION
     # Settings chosen on the run's validation split; their values are in ``model``, and
-    # in ``train`` for the pre-training rate (``pretrain_lr``).
+    # in ``train`` for the pre-training rate and the network's scale (``pretrain_lr``,
+    # ``network_scale``).
     chosen: list[str] = field(default_factory=list)
     # True: fitted again on every row, held-out items included, after the run was
     # evaluated; ``metrics`` are then the held-out model's.

@@ -190,7 +190,7 @@ def pretrain(
 ) -> tuple[StageState, HybridRecommender]:
     """Pre-training at ``cfg.lr``, then at each of ``cfg.lr_candidates`` in turn, each
     going on from the best weights of the one before; run_dir/pretrained/ holds the
-    chosen one (``choose_lr``), or what ``_network_choice`` keeps instead (the sum of
+    chosen one (``choose_lr``), or what ``choose_network`` keeps instead (the sum of
     the two rates' networks, the network at a smaller weight). A warm start
     (``keep_start``) trains at ``cfg.lr`` alone. Returns the stage's state and the
     model, a new one (twice the networks) where a sum was kept."""

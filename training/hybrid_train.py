@@ -53,6 +53,7 @@ from training.evaluate import Result
 from training.hybrid import ClosedForm, HybridConfig, HybridRecommender
 from training.hybrid_examples import UserSets
 from training.hybrid_stage import PRETRAINED, learned, pretrain, run_hybrid_stage
+from training.network_choice import kept_scale
 from training.predict import HybridScorer
 from training.protocols import EvalSet, build_eval_set
 from training.runs import (
@@ -201,6 +202,9 @@ def train_hybrid(
     stages, model = _train_stages(model, work)
     if model.config.networks != model_cfg.networks:  # pre-training summed its networks
         record_chosen(run_dir, networks=model.config.networks)
+    scale = kept_scale(run_dir / PRETRAINED)
+    if scale is not None:  # or kept a network at a share of its weight
+        record_chosen(run_dir, network_scale=scale)
     # The out-of-fold fits are the run's largest arrays (5 closed forms); the refit below
     # needs the room of a closed form of its own.
     del work, folds, sets

@@ -14,6 +14,7 @@ rate's network only where it is better under every protocol; of several, the bes
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 
 # The first (default) rate's share when pre-training sums its two rates' networks.
 SUM_SHARES = (0.5, 0.7)
+# Beside the kept weights: the share of its learned weight the network kept is at.
+KEPT_FILE = "network.json"
 
 Weights = dict[str, torch.Tensor]
 
@@ -52,8 +55,8 @@ def choose_network(
 ) -> HybridRecommender:
     """``model`` holding ``chosen`` (the chosen rate's weights, validated at ``alone``
     under each of ``valid``'s protocols), or a new model with the candidate kept, which
-    rank 0 also writes to ``final``. ``trials``: the two rates' weight files to sum
-    (``cfg.sum_networks``), or none."""
+    rank 0 also writes to ``final`` (its scale to KEPT_FILE beside it). ``trials``: the
+    two rates' weight files to sum (``cfg.sum_networks``), or none."""
     config = model.config
     if config.n_layers or not config.neural or config.networks != 1:
         return model  # attention over the history would mix the summed networks
@@ -66,7 +69,7 @@ def choose_network(
                 (f"summed ({s:g} the first rate's)", 2, summed_networks(first, second, weight=s))
                 for s in SUM_SHARES
             ]
-        best: tuple[float, int, Weights, str] | None = None
+        best: tuple[float, int, Weights, str, float] | None = None
         for what, width, weights in bases:
             for scale in (1.0, *cfg.network_scales):
                 if what == "alone" and scale == 1.0:
@@ -85,15 +88,22 @@ def choose_network(
                 if all(a > b for a, b in zip(scores, alone, strict=True)) and (
                     best is None or mean > best[0]
                 ):
-                    best = (mean, width, candidate, name)
+                    best = (mean, width, candidate, name, scale)
         if best is not None:
             save_file(best[2], final)
+            (final.parent / KEPT_FILE).write_text(json.dumps({"network_scale": best[4]}) + "\n")
             networks = best[1]
         log.info("pre-training keeps %s", "the chosen rate's network" if best is None else best[3])
     networks = ranks.from_main(networks)
     if networks is None:
         return model
     return with_networks(model, networks, load_file(final))
+
+
+def kept_scale(stage_dir: Path) -> float | None:
+    """The scale of the network ``choose_network`` kept in ``stage_dir``; None: none kept."""
+    path = stage_dir / KEPT_FILE
+    return float(json.loads(path.read_text())["network_scale"]) if path.is_file() else None
 
 
 def networks_in(path: Path, config: HybridConfig) -> int:

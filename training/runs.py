@@ -146,7 +146,7 @@ def write_config(
 
 # What a run chooses while it trains (after config.json was written), top-level keys of
 # config.json also named in its "chosen"; a resumed run's recipe is compared without them.
-CHOSEN_IN_TRAINING = ("pretrain_lr",)
+CHOSEN_IN_TRAINING = ("pretrain_lr", "network_scale")
 # Model settings training may change (in config.json's "model", also named in "chosen").
 CHOSEN_MODEL = ("networks",)
 

@@ -139,9 +139,11 @@ def test_a_hybrid_run_is_one_graph_for_every_market(
     # Its closed form's settings were chosen on validation. By default a version holds
     # the closed form refitted on every row; tiny-1 holds the held-out run's.
     closed_form = {"ease_lambda", "cooccurrence_days", "market_ease_lambda", "market_ease_share"}
-    assert set(manifest.chosen) == closed_form | {"pretrain_lr"}
     run_config = json.loads((tiny_run / "config.json").read_text())
+    assert set(manifest.chosen) == set(run_config["chosen"])
+    assert set(manifest.chosen) - {"networks", "network_scale"} == closed_form | {"pretrain_lr"}
     assert manifest.train["pretrain_lr"] == run_config["pretrain_lr"]
+    assert manifest.train.get("network_scale") == run_config.get("network_scale")
     assert manifest.train["lr"] == run_config["train"]["lr"]  # the recipe's, as given
     assert isinstance(manifest.model["ease_lambda"], float)
     refit = load_file(tiny_run / "closed_form_refit.safetensors")

@@ -14,6 +14,7 @@ from cmr.cli import app
 from tests.conftest import train_args
 from training.baselines import Popularity
 from training.evaluate import evaluate
+from training.hybrid import scaled_network
 from training.hybrid_stage import MARKET_ROWS
 from training.hybrid_train import load_hybrid
 from training.protocols import build_eval_set
@@ -35,7 +36,8 @@ def test_cmr_train_of_the_hybrid_learns_the_planted_structure(
     # The closed form's settings were chosen on validation: numbers in config.json, every
     # trial in closed_form_choice.json, and the run's closed form fitted with them.
     choice = json.loads((run / "closed_form_choice.json").read_text())
-    assert set(config["chosen"]) == set(choice["chosen"]) | {"pretrain_lr"}
+    kept = {"networks", "network_scale"}  # where pre-training kept another network
+    assert set(config["chosen"]) - kept == set(choice["chosen"]) | {"pretrain_lr"}
     for name, value in choice["chosen"].items():
         assert config["model"][name] == value, name
     assert len(choice["trials"]) >= 3 * 4 + 4  # 3 time scales, then the markets' blocks
@@ -55,9 +57,18 @@ def test_cmr_train_of_the_hybrid_learns_the_planted_structure(
     assert set(trials) == {"lr-0.01", "lr-0.003"}
     chosen = trials[f"lr-{summary['pretrain']['lr']:g}"]
     assert config["pretrain_lr"] == summary["pretrain"]["lr"]  # config.json says which
-    assert (run / "pretrained/best.safetensors").read_bytes() == (
-        chosen / "best.safetensors"
-    ).read_bytes()
+    # pretrained/ holds its weights, or what training/network_choice.py kept instead: a sum
+    # (twice the width) or the network at the share of its weight config.json names.
+    scale = config.get("network_scale")
+    assert ("network_scale" in config["chosen"]) == (scale is not None)
+    rate_alone, final = (load_file(d / "best.safetensors") for d in (chosen, run / "pretrained"))
+    width = rate_alone["items.weight"].shape[1]
+    if config["model"]["networks"] == 1:
+        expected = rate_alone if scale is None else scaled_network(rate_alone, scale)
+        for name, value in expected.items():
+            torch.testing.assert_close(final[name], value)
+    else:
+        assert scale is not None and final["items.weight"].shape[1] == 2 * width
     # Adaptation changed each market's own rows and nothing else.
     model = load_hybrid(run, json.loads((run / "config.json").read_text()))
     pretrained = load_file(run / "pretrained/best.safetensors")

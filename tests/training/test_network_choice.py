@@ -85,6 +85,7 @@ def test_the_sum_is_kept_where_it_is_better_under_every_protocol(
     _fake_validation(monkeypatch, [LOSES, (0.55, 0.29), (0.54, 0.29), (0.52, 0.31), (0.51, 0.305)])
     summed = _choose(model, synth_split, tmp_path)
     assert summed.config.networks == 2
+    assert network_choice.kept_scale(tmp_path / PRETRAINED) == 1.0
     kept = load_file(tmp_path / PRETRAINED / "best.safetensors")
     for name, value in summed_networks(first, second, weight=0.7).items():
         torch.testing.assert_close(kept[name], value)
@@ -109,6 +110,7 @@ def test_a_network_at_half_its_weight_is_kept_where_it_is_better_under_every_pro
     _fake_validation(monkeypatch, [LOSES, (0.56, 0.29), (0.54, 0.31), LOSES, LOSES])
     summed = _choose(model, synth_split, tmp_path)
     assert summed.config.networks == 2
+    assert network_choice.kept_scale(tmp_path / PRETRAINED) == 0.5
     expected = scaled_network(summed_networks(first, second, weight=0.5), 0.5)
     for name, value in expected.items():
         torch.testing.assert_close(summed.get_parameter(name).detach(), value)
@@ -134,4 +136,5 @@ def test_the_rate_alone_is_kept_where_every_candidate_loses_a_protocol(
     # Each loses `market` or `full`, or ties one.
     _fake_validation(monkeypatch, [LOSES, (0.60, 0.29), (0.50, 0.40), (0.51, 0.30), LOSES])
     assert _choose(model, synth_split, tmp_path) is model
+    assert network_choice.kept_scale(tmp_path / PRETRAINED) is None
     assert (tmp_path / PRETRAINED / "best.safetensors").read_bytes() == before

@@ -37,17 +37,18 @@ def test_a_rate_chosen_in_training_joins_config_json_and_a_resumed_recipe_still_
         "train": HybridTrainConfig(), "chosen": ["ease_lambda"],
     }  # fmt: skip
     write_config(tmp_path, **recipe)
-    record_chosen(tmp_path, pretrain_lr=0.003, networks=2)
+    record_chosen(tmp_path, pretrain_lr=0.003, networks=2, network_scale=0.5)
     config = json.loads((tmp_path / "config.json").read_text())
-    assert config["pretrain_lr"] == 0.003
+    assert config["pretrain_lr"] == 0.003 and config["network_scale"] == 0.5
     assert config["model"]["networks"] == 2 and "networks" not in config  # a model setting
-    assert config["chosen"] == ["ease_lambda", "networks", "pretrain_lr"]
+    assert config["chosen"] == ["ease_lambda", "network_scale", "networks", "pretrain_lr"]
     write_config(tmp_path, **recipe)  # a resumed run: the same recipe, accepted
     write_config(tmp_path, **recipe | {"nproc": 2})
     resumed = json.loads((tmp_path / "config.json").read_text())
     assert resumed["nproc"] == 2 and resumed["pretrain_lr"] == 0.003  # what it chose is kept
+    assert resumed["network_scale"] == 0.5
     assert resumed["model"]["networks"] == 2
-    assert resumed["chosen"] == ["ease_lambda", "networks", "pretrain_lr"]
+    assert resumed["chosen"] == ["ease_lambda", "network_scale", "networks", "pretrain_lr"]
     with pytest.raises(ValueError, match="other settings"):
         write_config(tmp_path, **recipe | {"train": HybridTrainConfig(lr=1e-3)})
     with pytest.raises(ValueError, match="not chosen in training"):
