@@ -36,7 +36,12 @@ from training.evaluate import evaluate_sets
 from training.hybrid import HybridRecommender
 from training.hybrid_epoch import EpochData, HybridStep, train_epoch
 from training.hybrid_examples import UserSets
-from training.network_choice import choose_network, networks_in, with_networks
+from training.network_choice import (
+    better_everywhere,
+    choose_network,
+    networks_in,
+    with_networks,
+)
 from training.predict import HybridScorer
 from training.protocols import EvalSet
 from training.runs import StageState
@@ -264,9 +269,5 @@ def choose_lr(
     """The first rate (the default) unless another is better under every validation
     protocol at their best epochs; of several such, the best mean."""
     first = _at_best(tried[0][1], protocols)
-    better = [
-        (lr, s)
-        for lr, s in tried[1:]
-        if all(a > b for a, b in zip(_at_best(s, protocols), first, strict=True))
-    ]
+    better = [(lr, s) for lr, s in tried[1:] if better_everywhere(_at_best(s, protocols), first)]
     return max(better, key=lambda t: t[1].best, default=tried[0])

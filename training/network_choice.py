@@ -85,9 +85,7 @@ def choose_network(
                     " / ".join(f"{v.protocol} {x:.4f}" for v, x in zip(valid, scores, strict=True)),
                 )  # fmt: skip
                 mean = float(np.mean(scores))
-                if all(a > b for a, b in zip(scores, alone, strict=True)) and (
-                    best is None or mean > best[0]
-                ):
+                if better_everywhere(scores, alone) and (best is None or mean > best[0]):
                     best = (mean, width, candidate, name, scale)
         if best is not None:
             save_file(best[2], final)
@@ -98,6 +96,12 @@ def choose_network(
     if networks is None:
         return model
     return with_networks(model, networks, load_file(final))
+
+
+def better_everywhere(scores: Sequence[float], than: Sequence[float]) -> bool:
+    """Better under every validation protocol: what a choice of pre-training needs to
+    replace its default (a rate, a network)."""
+    return all(a > b for a, b in zip(scores, than, strict=True))
 
 
 def kept_scale(stage_dir: Path) -> float | None:
