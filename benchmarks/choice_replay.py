@@ -15,7 +15,8 @@ import json
 import sys
 from pathlib import Path
 
-from training.closed_form_choice import CHOICE_FILE, search_lambda
+from training.closed_form_choice import CHOICE_FILE
+from training.lambda_search import search_lambda
 
 
 class NotRecorded(Exception):

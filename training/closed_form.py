@@ -71,6 +71,7 @@ class Blocks:
     global_ease: bool = True  # False: the shared block is left empty
     market_ease: bool = True
     cooccurrence: Cooccurrence = Cooccurrence()
+    popularity_penalty: float = 0.0
 
     @classmethod
     def of(cls, model: HybridConfig, *, global_ease: bool | None = None) -> Blocks:
@@ -84,6 +85,7 @@ class Blocks:
             global_ease=model.global_ease if global_ease is None else global_ease,
             market_ease=model.market_ease,
             cooccurrence=Cooccurrence(_or(days, FALLBACK_DAYS), model.cooccurrence_floor),
+            popularity_penalty=_or(model.popularity_penalty, 0.0),
         )
 
     def lambda_of(self, market: int) -> float:
@@ -129,18 +131,31 @@ def weighted_gram(
     return present, gram.reshape(n, n)
 
 
+def penalised(weights: NDArray[np.float32], counts: NDArray[np.floating], penalty: float) -> None:
+    """Divide column c of a block's ``weights`` by ``counts[c] ** penalty``, in place.
+
+    EASE^R's weights carry the items' popularity: a popular item co-occurs with most
+    histories. Under the `full` protocol, where the held-out item competes with every
+    popular item of the market, a small penalty (0.1) ranked better on validation
+    without dates (docs/results.md); how much is chosen on validation."""
+    if penalty:
+        weights *= (np.maximum(counts, 1.0) ** -penalty).astype(np.float32)[None, :]
+
+
 def _block(
     split: Split,
     markets: tuple[int, ...],
     *,
     lam: float,
-    cooccurrence: Cooccurrence,
+    blocks: Blocks,
     users_kept: NDArray[np.bool_] | None,
 ) -> tuple[IntArray, NDArray[np.float32]]:
-    items, gram = weighted_gram(split, markets, cooccurrence, users_kept=users_kept)
+    items, gram = weighted_gram(split, markets, blocks.cooccurrence, users_kept=users_kept)
     if not len(items):
         return items, np.zeros((0, 0), np.float32)
-    return items, solve_ease(gram, lam)
+    weights = solve_ease(gram, lam)
+    penalised(weights, np.diag(gram), blocks.popularity_penalty)
+    return items, weights
 
 
 def fit_closed_form(
@@ -155,11 +170,10 @@ def fit_closed_form(
     n_items, n_markets = split.data.items.size, len(split.data.markets)
     global_index = np.full(n_items, -1, np.int64)
     global_weights = np.zeros((1,), np.float32)
-    co = blocks.cooccurrence
     if blocks.global_ease:
         every = tuple(range(n_markets))
         items, weights = _block(
-            split, every, lam=blocks.global_lambda, cooccurrence=co, users_kept=users_kept
+            split, every, lam=blocks.global_lambda, blocks=blocks, users_kept=users_kept
         )
         global_index[items] = np.arange(len(items))
         global_weights = weights.ravel() if weights.size else global_weights
@@ -168,7 +182,7 @@ def fit_closed_form(
     flats = []
     for m in range(n_markets if blocks.market_ease else 0):
         items, weights = _block(
-            split, (m,), lam=blocks.lambda_of(m), cooccurrence=co, users_kept=users_kept
+            split, (m,), lam=blocks.lambda_of(m), blocks=blocks, users_kept=users_kept
         )
         market_index[m, items] = np.arange(len(items))
         sizes[m] = len(items)

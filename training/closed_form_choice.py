@@ -16,7 +16,9 @@ most ``USERS_PER_MARKET`` validation users of each market:
    (``INITIAL_MIX``): the same lambda search, one lambda for every market (a
    market's own would follow its few validation users: noise); then, at that
    lambda, the markets' blocks' share of the closed form's weight in the mix
-   (``MARKET_SHARES``; the model starts from it: the learned mix moves little).
+   (``MARKET_SHARES``; the model starts from it: the learned mix moves little);
+3. the popularity penalty of every block (``PENALTIES``, training/closed_form.py
+   ``penalised``), on the mix chosen: no new fit, the weights' columns rescaled.
 
 One Gram matrix per block and time scale serves every lambda (the co-occurrences
 are counted once). A factorisation is not shared: an eigendecomposition would serve
@@ -29,7 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -37,25 +39,24 @@ from typing import Any
 import numpy as np
 
 from training.baselines import Ease, EaseBlock, FloatArray
-from training.closed_form import Blocks, Cooccurrence, weighted_gram
+from training.closed_form import Blocks, Cooccurrence, penalised, weighted_gram
 from training.evaluate import evaluate_sets
 from training.hybrid import INITIAL_MIX, HybridConfig, start_share
+from training.lambda_search import COARSE_LAMBDAS, search_lambda
 from training.linalg import solve_ease
-from training.protocols import EvalSet, Protocol, build_eval_set
+from training.protocols import EvalSet, Protocol, at_most, build_eval_set
 from training.split import Split
 
 log = logging.getLogger(__name__)
 
 CHOICE_FILE = "closed_form_choice.json"
-COARSE_LAMBDAS = (10.0, 40.0, 160.0, 640.0)
 # Validation users per market that score each fit, drawn at random from larger markets:
 # a fit's scoring then costs at most markets x this, whatever the data's size.
 USERS_PER_MARKET = 2000
 DAYS_GRID = (0.0, 7.0, 30.0)  # 0: every pair counts 1
-MIN_LAMBDA, MAX_LAMBDA = 0.5, 50_000.0
-FLAT = 1e-3  # a relative change below this, past the largest lambda tried: a plateau
 # The markets' blocks' shares of the closed form's weight tried (INITIAL_MIX's is 1/3).
 MARKET_SHARES = (1 / 3, 1 / 2, 2 / 3)
+PENALTIES = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,6 +67,7 @@ class Trial:
     lam: float
     days: float
     share: float = 0.0  # the markets' blocks' share of the mix ("markets" only)
+    penalty: float = 0.0  # the blocks' popularity penalty ("penalty" only)
     valid: float  # mean NDCG@10 over the validation protocols
     seconds: float
 
@@ -81,6 +83,7 @@ class ClosedFormChoice:
     trials: tuple[Trial, ...]
     seconds: float
     market_ease_share: float | None = None
+    popularity_penalty: float | None = None
 
     def settings(self) -> dict[str, Any]:
         """What the choice sets in the model's settings."""
@@ -89,6 +92,7 @@ class ClosedFormChoice:
             "market_ease_lambda": self.market_ease_lambda,
             "cooccurrence_days": self.cooccurrence_days,
             "market_ease_share": self.market_ease_share,
+            "popularity_penalty": self.popularity_penalty,
         }
         return {name: value for name, value in chosen.items() if value is not None}
 
@@ -130,47 +134,8 @@ def left_to_choose(model: HybridConfig) -> bool:
         or model.cooccurrence_days is None
         or (model.market_ease_lambda is None and not model.market_ease_lambdas)
         or (model.market_ease and model.market_ease_share is None)
+        or model.popularity_penalty is None
     )
-
-
-def search_lambda(
-    score: Callable[[float], float],
-    *,
-    coarse: Sequence[float] = COARSE_LAMBDAS,
-    seen: dict[float, float] | None = None,
-) -> tuple[float, float]:
-    """The best lambda for ``score`` (higher is better) and its score: ``coarse``,
-    extended by 4x while the best is at an edge (upwards, a plateau within FLAT ends the
-    search), then the best's neighbours 2x apart.
-    ``seen``: lambdas scored already (not scored again); filled in."""
-    seen = {} if seen is None else seen
-
-    def at(lam: float) -> float:
-        if lam not in seen:
-            seen[lam] = score(lam)
-        return seen[lam]
-
-    for lam in coarse:
-        at(lam)
-    while True:
-        best = max(seen, key=seen.__getitem__)
-        lowest, highest = min(seen), max(seen)
-        if best == lowest and best / 4 >= MIN_LAMBDA:
-            at(best / 4)
-        elif best == highest and best * 4 <= MAX_LAMBDA:
-            # A block's weights shrink towards zero as lambda grows: where 4x more changes
-            # the score by less than FLAT, the curve is a plateau; larger lambdas only
-            # switch the block off further. Stop there.
-            if abs(at(best * 4) - seen[best]) <= FLAT * abs(seen[best]):
-                return best, seen[best]
-        else:
-            break
-    best = max(seen, key=seen.__getitem__)
-    for lam in (best / 2, best * 2):
-        if MIN_LAMBDA <= lam <= MAX_LAMBDA:
-            at(lam)
-    best = max(seen, key=seen.__getitem__)
-    return best, seen[best]
 
 
 class _Mix:
@@ -205,10 +170,16 @@ def choose_closed_form(
     every = tuple(range(n_markets))
     floor = model.cooccurrence_floor
 
+    given_penalty = model.popularity_penalty or 0.0  # the fits' penalty until step 3
+    counts: dict[int, FloatArray] = {}  # id of a fit's EaseBlock -> its items' counts
+
     def block(markets: tuple[int, ...], lam: float, gram: Any) -> EaseBlock:
         items, matrix = gram
         weights = solve_ease(matrix, lam) if len(items) else np.zeros((0, 0), np.float32)
-        return EaseBlock(markets=markets, items=items, weights=weights, lam=lam)
+        penalised(weights, np.diag(matrix), given_penalty)
+        fit = EaseBlock(markets=markets, items=items, weights=weights, lam=lam)
+        counts[id(fit)] = np.diag(matrix).astype(np.float32)
+        return fit
 
     # 1. The shared block: its time scale and lambda.
     if model.cooccurrence_days is not None:
@@ -257,6 +228,7 @@ def choose_closed_form(
         shares = MARKET_SHARES if market_share is None else (market_share,)
         total = INITIAL_MIX[0] + INITIAL_MIX[1]
         scored: dict[float, dict[float, float]] = {}  # lambda -> share -> score
+        kept: list[Ease] = []  # the markets' blocks scoring best so far, for step 3
         given = Blocks.of(model)  # lambdas given: each market's own, if the recipe has them
 
         def market_score(lam: float) -> float:
@@ -270,7 +242,10 @@ def choose_closed_form(
                 ndcg = _valid_ndcg(_Mix(parts), valid, every)
                 trials.append(_trial("markets", lam, days, ndcg, start, share=share))
                 scored[lam][share] = ndcg
-            return max(scored[lam].values())
+            best = max(scored[lam].values())
+            if best >= max(max(s.values()) for s in scored.values()):
+                kept[:] = [own]
+            return best
 
         if open_lambda:
             market_lambda, ndcg = search_lambda(market_score)
@@ -282,10 +257,19 @@ def choose_closed_form(
             "closed form, markets' blocks: lambda %g, share %.2f (valid NDCG@10 %.4f)",
             market_lambda, best_share, ndcg,
         )  # fmt: skip
+        mix = [(total * best_share, kept[0])]
+        mix += [(total * (1 - best_share), shared_model)] if model.global_ease else []
         market_share = best_share if model.market_ease_share is None else None
         market_lambda = market_lambda if open_lambda else None
     else:
+        mix = [(1.0, shared_model)]
         market_lambda = market_share = None
+
+    # 3. The blocks' popularity penalty, on the mix chosen (both blocks' settings given:
+    # the shared block alone stands for it).
+    penalty = None
+    if model.popularity_penalty is None:
+        penalty = _choose_penalty(mix, counts, valid, every, trials=trials, days=days)
     seconds = time.perf_counter() - started
     fits = len({(t.block, t.lam, t.days) for t in trials})  # a markets' fit, at every share
     log.info("closed form settings chosen on validation in %.0f s, %d fits", seconds, fits)
@@ -293,6 +277,7 @@ def choose_closed_form(
         ease_lambda=global_lambda if model.ease_lambda is None else None,
         market_ease_lambda=market_lambda,
         market_ease_share=market_share,
+        popularity_penalty=penalty,
         cooccurrence_days=days if model.cooccurrence_days is None else None,
         protocols=tuple(v.protocol for v in valid),
         trials=tuple(trials),
@@ -300,27 +285,51 @@ def choose_closed_form(
     )
 
 
-def at_most(valid: EvalSet, per_market: int, *, seed: int = 0) -> EvalSet:
-    """``valid`` with at most ``per_market`` users of each market, drawn at random."""
-    keep = np.zeros(len(valid), dtype=bool)
-    rng = np.random.default_rng(seed)
-    for m in range(len(valid.markets)):
-        rows = valid.market_rows(m)
-        n = rows.stop - rows.start
-        drawn = rng.choice(n, size=min(n, per_market), replace=False)
-        keep[rows.start + drawn] = True
-    return valid if keep.all() else valid.keep(keep)
+def _choose_penalty(
+    mix: Sequence[tuple[float, Ease]],
+    counts: dict[int, FloatArray],
+    valid: Sequence[EvalSet],
+    markets: tuple[int, ...],
+    *,
+    trials: list[Trial],
+    days: float,
+) -> float:
+    """The best of PENALTIES for ``mix``'s blocks on ``valid``. The blocks are
+    rescaled in place, one step at a time: they are not used after the choice."""
+    scores: dict[float, float] = {}
+    applied = 0.0
+    for penalty in PENALTIES:
+        start = time.perf_counter()
+        for _, ease in mix:
+            for fit in ease.blocks:
+                penalised(fit.weights, counts[id(fit)], penalty - applied)
+        applied = penalty
+        scores[penalty] = _valid_ndcg(_Mix(mix), valid, markets)
+        trials.append(_trial("penalty", 0.0, days, scores[penalty], start, penalty=penalty))
+    best = max(scores, key=scores.__getitem__)
+    log.info("closed form, popularity penalty %g (valid NDCG@10 %.4f)", best, scores[best])
+    return best
 
 
 def _trial(
-    block: str, lam: float, days: float, ndcg: float, start: float, *, share: float = 0.0
+    block: str,
+    lam: float,
+    days: float,
+    ndcg: float,
+    start: float,
+    *,
+    share: float = 0.0,
+    penalty: float = 0.0,
 ) -> Trial:
     seconds = time.perf_counter() - start
+    what = f"penalty {penalty:g}" if block == "penalty" else f"lambda {lam:g}"
     log.info(
-        "closed form trial: %s block, days %g, lambda %g%s: valid NDCG@10 %.4f (%.1f s)",
-        block, days, lam, f", share {share:.2f}" if share else "", ndcg, seconds,
+        "closed form trial: %s block, days %g, %s%s: valid NDCG@10 %.4f (%.1f s)",
+        block, days, what, f", share {share:.2f}" if share else "", ndcg, seconds,
     )  # fmt: skip
-    return Trial(block=block, lam=lam, days=days, valid=ndcg, seconds=seconds, share=share)
+    return Trial(
+        block=block, lam=lam, days=days, valid=ndcg, seconds=seconds, share=share, penalty=penalty
+    )
 
 
 def resolved(model: HybridConfig, choice: ClosedFormChoice | None) -> HybridConfig:
@@ -334,4 +343,5 @@ def resolved(model: HybridConfig, choice: ClosedFormChoice | None) -> HybridConf
         market_ease_lambda=blocks.market_lambda,
         cooccurrence_days=blocks.cooccurrence.days,
         market_ease_share=start_share(model),
+        popularity_penalty=blocks.popularity_penalty,
     )

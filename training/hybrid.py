@@ -65,6 +65,9 @@ class HybridConfig:
     # from (the shared block has the rest; the two weigh INITIAL_MIX[0] + INITIAL_MIX[1]
     # together, which keeps the softmax's scale); None: INITIAL_MIX's (1/3).
     market_ease_share: float | None = None
+    # Each block's column for item c is divided by (c's count in the block) ** penalty:
+    # 0 is EASE^R's weights; more ranks popular items lower (training/closed_form.py).
+    popularity_penalty: float | None = None
 
 
 def start_mix(config: HybridConfig) -> tuple[float, float, float]:

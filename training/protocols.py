@@ -194,3 +194,15 @@ def build_eval_set(
         negatives=negatives,
         catalogues=catalogues,
     )
+
+
+def at_most(valid: EvalSet, per_market: int, *, seed: int = 0) -> EvalSet:
+    """``valid`` with at most ``per_market`` users of each market, drawn at random."""
+    keep = np.zeros(len(valid), dtype=bool)
+    rng = np.random.default_rng(seed)
+    for m in range(len(valid.markets)):
+        rows = valid.market_rows(m)
+        n = rows.stop - rows.start
+        drawn = rng.choice(n, size=min(n, per_market), replace=False)
+        keep[rows.start + drawn] = True
+    return valid if keep.all() else valid.keep(keep)

@@ -50,3 +50,23 @@ def test_folds_leave_their_users_out(synth_split: Split) -> None:
     without = fit_closed_form(synth_split, BLOCKS, users_kept=fits.fold != 1, dtype=torch.float32)
     torch.testing.assert_close(fits.fits[1].global_weights, without.global_weights)
     assert len(users) > 50 and fits.fits[1].global_weights.dtype == torch.float32
+
+
+def test_the_popularity_penalty_divides_each_column_by_its_items_count(
+    synth_split: Split,
+) -> None:
+    plain = fit_closed_form(synth_split, BLOCKS, dtype=torch.float32)
+    penalty = 0.2
+    blocks = Blocks(global_lambda=50.0, market_lambda=20.0, popularity_penalty=penalty)
+    penalised = fit_closed_form(synth_split, blocks, dtype=torch.float32)
+    _, gram = gram_matrix(synth_split, (0, 1, 2))
+    counts = np.diag(gram)
+    n = len(counts)
+    expected = plain.global_weights.numpy().reshape(n, n) / counts[None, :] ** penalty
+    got = penalised.global_weights.numpy().reshape(n, n)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+    # A popular item's column shrinks more than a rare one's.
+    ratio = np.abs(got).sum(0) / np.abs(plain.global_weights.numpy().reshape(n, n)).sum(0)
+    assert ratio[counts.argmax()] < ratio[counts.argmin()]
+    # The markets' blocks too, each by its own counts.
+    assert not torch.allclose(penalised.market_weights, plain.market_weights)

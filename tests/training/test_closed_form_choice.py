@@ -13,19 +13,18 @@ import pytest
 from training.baselines import Ease, EaseBlock, gram_matrix
 from training.closed_form import FALLBACK_DAYS, Blocks, fit_closed_form
 from training.closed_form_choice import (
-    FLAT,
     MARKET_SHARES,
+    PENALTIES,
     ClosedFormChoice,
-    at_most,
     choose_closed_form,
     left_to_choose,
     resolved,
-    search_lambda,
 )
 from training.evaluate import evaluate
 from training.hybrid import INITIAL_MIX, HybridConfig, HybridRecommender
+from training.lambda_search import FLAT, search_lambda
 from training.linalg import solve_ease
-from training.protocols import build_eval_set
+from training.protocols import at_most, build_eval_set
 from training.split import Split
 
 
@@ -85,7 +84,7 @@ def test_choice_beats_every_lambda_of_the_baselines_grid(synth_split: Split) -> 
         return float(np.mean([evaluate(model, v).mean["ndcg@10"] for v in valid]))
 
     chosen = mean_ndcg(choice.ease_lambda)
-    assert chosen == pytest.approx(max(t.valid for t in choice.trials))
+    assert chosen == pytest.approx(max(t.valid for t in choice.trials if t.block == "shared"))
     # The baselines' grid, ten points, is no better than the six the search fitted.
     for lam in (2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0):
         assert mean_ndcg(lam) <= chosen + 0.005, lam
@@ -100,7 +99,7 @@ def test_settings_given_are_kept_and_the_rest_chosen(synth_split: Split) -> None
     assert {t.lam for t in choice.trials if t.block == "shared"} == {33.0}
     assert choice.cooccurrence_days in (0.0, 7.0, 30.0)  # the data has dates
     assert {t.days for t in choice.trials if t.block == "shared"} == {0.0, 7.0, 30.0}
-    assert {t.block for t in choice.trials} == {"shared", "markets"}
+    assert {t.block for t in choice.trials} == {"shared", "markets", "penalty"}
     assert {t.days for t in choice.trials if t.block == "markets"} == {choice.cooccurrence_days}
     assert choice.protocols == ("market",)
     # Every markets' fit was scored at each share of the mix; the chosen pair is the best.
@@ -109,7 +108,13 @@ def test_settings_given_are_kept_and_the_rest_chosen(synth_split: Split) -> None
     assert len(markets) == len(MARKET_SHARES) * len({t.lam for t in markets})
     best = max(markets, key=lambda t: t.valid)
     assert (choice.market_ease_lambda, choice.market_ease_share) == (best.lam, best.share)
+    # Then the penalty, every one of PENALTIES on the chosen mix: 0 is that mix as it was.
+    penalties = [t for t in choice.trials if t.block == "penalty"]
+    assert [t.penalty for t in penalties] == list(PENALTIES)
+    assert penalties[0].valid == pytest.approx(best.valid)
+    assert choice.popularity_penalty == max(penalties, key=lambda t: t.valid).penalty
     final = resolved(model, choice)
+    assert final.popularity_penalty == choice.popularity_penalty
     assert final.ease_lambda == 33.0
     assert final.market_ease_lambda == choice.market_ease_lambda is not None
     assert final.market_ease_share == choice.market_ease_share
@@ -133,8 +138,9 @@ def test_the_share_is_chosen_with_each_markets_own_lambda_when_given(
     model = _config(
         synth_split, ease_lambda=20.0, cooccurrence_days=0.0, market_ease_lambdas=own_lambdas
     )
-    choice = choose_closed_form(synth_split, model, valid)
+    choice = choose_closed_form(synth_split, replace(model, popularity_penalty=0.0), valid)
     assert choice.settings().keys() == {"market_ease_share"}  # the rest was given
+    assert "penalty" not in {t.block for t in choice.trials}
     every = tuple(range(3))
 
     def ease(markets: tuple[int, ...], lam: float) -> Ease:
