@@ -322,10 +322,12 @@ def _trial(
     penalty: float = 0.0,
 ) -> Trial:
     seconds = time.perf_counter() - start
-    what = f"penalty {penalty:g}" if block == "penalty" else f"lambda {lam:g}"
+    is_penalty = block == "penalty"
+    what = f"every block, days {days:g}, popularity penalty {penalty:g}"
+    what = what if is_penalty else f"{block} block, days {days:g}, lambda {lam:g}"
     log.info(
-        "closed form trial: %s block, days %g, %s%s: valid NDCG@10 %.4f (%.1f s)",
-        block, days, what, f", share {share:.2f}" if share else "", ndcg, seconds,
+        "closed form trial: %s%s: valid NDCG@10 %.4f (%.1f s)",
+        what, f", share {share:.2f}" if share else "", ndcg, seconds,
     )  # fmt: skip
     return Trial(
         block=block, lam=lam, days=days, valid=ndcg, seconds=seconds, share=share, penalty=penalty

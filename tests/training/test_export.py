@@ -139,6 +139,7 @@ def test_a_hybrid_run_is_one_graph_for_every_market(
     # Its closed form's settings were chosen on validation. By default a version holds
     # the closed form refitted on every row; tiny-1 holds the held-out run's.
     closed_form = {"ease_lambda", "cooccurrence_days", "market_ease_lambda", "market_ease_share"}
+    closed_form |= {"popularity_penalty"}
     run_config = json.loads((tiny_run / "config.json").read_text())
     assert set(manifest.chosen) == set(run_config["chosen"])
     assert set(manifest.chosen) - {"networks", "network_scale"} == closed_form | {"pretrain_lr"}
