@@ -136,8 +136,8 @@ def penalised(weights: NDArray[np.float32], counts: NDArray[np.floating], penalt
 
     EASE^R's weights carry the items' popularity: a popular item co-occurs with most
     histories. Under the `full` protocol, where the held-out item competes with every
-    popular item of the market, a small penalty (0.1) ranked better on validation
-    without dates (docs/results.md); how much is chosen on validation."""
+    popular item of the market, a small penalty ranked better on XMarket's validation
+    split without dates (docs/results.md); how much is chosen on validation."""
     if penalty:
         weights *= (np.maximum(counts, 1.0) ** -penalty).astype(np.float32)[None, :]
 

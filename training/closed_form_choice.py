@@ -271,7 +271,8 @@ def choose_closed_form(
     if model.popularity_penalty is None:
         penalty = _choose_penalty(mix, counts, valid, every, trials=trials, days=days)
     seconds = time.perf_counter() - started
-    fits = len({(t.block, t.lam, t.days) for t in trials})  # a markets' fit, at every share
+    # A markets' fit is scored at every share; the penalties rescale fits made before.
+    fits = len({(t.block, t.lam, t.days) for t in trials if t.block != "penalty"})
     log.info("closed form settings chosen on validation in %.0f s, %d fits", seconds, fits)
     return ClosedFormChoice(
         ease_lambda=global_lambda if model.ease_lambda is None else None,
