@@ -171,15 +171,12 @@ def choose_closed_form(
     floor = model.cooccurrence_floor
 
     given_penalty = model.popularity_penalty or 0.0  # the fits' penalty until step 3
-    counts: dict[int, FloatArray] = {}  # id of a fit's EaseBlock -> its items' counts
 
     def block(markets: tuple[int, ...], lam: float, gram: Any) -> EaseBlock:
         items, matrix = gram
         weights = solve_ease(matrix, lam) if len(items) else np.zeros((0, 0), np.float32)
         penalised(weights, np.diag(matrix), given_penalty)
-        fit = EaseBlock(markets=markets, items=items, weights=weights, lam=lam)
-        counts[id(fit)] = np.diag(matrix).astype(np.float32)
-        return fit
+        return EaseBlock(markets=markets, items=items, weights=weights, lam=lam)
 
     # 1. The shared block: its time scale and lambda.
     if model.cooccurrence_days is not None:
@@ -212,6 +209,7 @@ def choose_closed_form(
         global_lambda, score = search_lambda(
             lambda lam: shared_score(lam, days), coarse=coarse, seen=seen[days]
         )
+    shared_counts = [np.diag(grams[days][1]).astype(np.float32)]  # items' counts, a copy
     shared_model = Ease("ease", [block(every, global_lambda, grams.pop(days))])
     log.info(
         "closed form, shared block: days %g, lambda %g (valid NDCG@10 %.4f)",
@@ -257,19 +255,20 @@ def choose_closed_form(
             "closed form, markets' blocks: lambda %g, share %.2f (valid NDCG@10 %.4f)",
             market_lambda, best_share, ndcg,
         )  # fmt: skip
-        mix = [(total * best_share, kept[0])]
-        mix += [(total * (1 - best_share), shared_model)] if model.global_ease else []
+        mix = [(total * best_share, kept[0], [np.diag(g[1]).astype(np.float32) for g in own_grams])]
+        if model.global_ease:
+            mix.append((total * (1 - best_share), shared_model, shared_counts))
         market_share = best_share if model.market_ease_share is None else None
         market_lambda = market_lambda if open_lambda else None
     else:
-        mix = [(1.0, shared_model)]
+        mix = [(1.0, shared_model, shared_counts)]
         market_lambda = market_share = None
 
     # 3. The blocks' popularity penalty, on the mix chosen (both blocks' settings given:
     # the shared block alone stands for it).
     penalty = None
     if model.popularity_penalty is None:
-        penalty = _choose_penalty(mix, counts, valid, every, trials=trials, days=days)
+        penalty = _choose_penalty(mix, valid, every, trials=trials, days=days)
     seconds = time.perf_counter() - started
     # A markets' fit is scored at every share; the penalties rescale fits made before.
     fits = len({(t.block, t.lam, t.days) for t in trials if t.block != "penalty"})
@@ -287,25 +286,25 @@ def choose_closed_form(
 
 
 def _choose_penalty(
-    mix: Sequence[tuple[float, Ease]],
-    counts: dict[int, FloatArray],
+    mix: Sequence[tuple[float, Ease, list[FloatArray]]],
     valid: Sequence[EvalSet],
     markets: tuple[int, ...],
     *,
     trials: list[Trial],
     days: float,
 ) -> float:
-    """The best of PENALTIES for ``mix``'s blocks on ``valid``. The blocks are
-    rescaled in place, one step at a time: they are not used after the choice."""
+    """The best of PENALTIES for ``mix`` (weight, model, its blocks' item counts) on
+    ``valid``. Its blocks are rescaled in place, step by step: unused after the choice."""
     scores: dict[float, float] = {}
     applied = 0.0
+    model = _Mix([(weight, ease) for weight, ease, _ in mix])
     for penalty in PENALTIES:
         start = time.perf_counter()
-        for _, ease in mix:
-            for fit in ease.blocks:
-                penalised(fit.weights, counts[id(fit)], penalty - applied)
+        for _, ease, counts in mix:
+            for fit, count in zip(ease.blocks, counts, strict=True):
+                penalised(fit.weights, count, penalty - applied)
         applied = penalty
-        scores[penalty] = _valid_ndcg(_Mix(mix), valid, markets)
+        scores[penalty] = _valid_ndcg(model, valid, markets)
         trials.append(_trial("penalty", 0.0, days, scores[penalty], start, penalty=penalty))
     best = max(scores, key=scores.__getitem__)
     log.info("closed form, popularity penalty %g (valid NDCG@10 %.4f)", best, scores[best])
